@@ -1,0 +1,16 @@
+# The two commands of the quick start. Both create or reuse .venv and install what is needed.
+PY := .venv/bin/python
+
+.PHONY: demo test setup lint
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m switchnerf demo
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check switchnerf tests bench

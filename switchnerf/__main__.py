@@ -1,0 +1,5 @@
+import sys
+
+from switchnerf.cli import main
+
+sys.exit(main())

@@ -1,0 +1,139 @@
+"""SwitchField: gate -> top-1 hash expert -> shared head -> density and colour."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from switchnerf.config import ModelConfig
+from switchnerf.encoding import HashExperts, SHEncoding
+from switchnerf.encoding.experts import geometric_expert_specs
+from switchnerf.model.activations import density_activation
+from switchnerf.model.background import SkyBackground
+from switchnerf.moe.gate import FixedCellRouter, GateOutput, HashGate
+from switchnerf.moe.routing import capacity_keep_mask
+
+
+@dataclass
+class FieldOutput:
+    """Per-sample outputs, all with leading dimension M.
+
+    sigma [M] density per world unit; rgb [M, 3] in [0, 1] (None from ``density``);
+    expert_id int64 [M]; gate_value [M]; probs [M, E] gate probabilities; kept bool [M]
+    (False where the capacity limit dropped the point: its expert features are zero).
+    """
+
+    sigma: torch.Tensor
+    rgb: torch.Tensor | None
+    expert_id: torch.Tensor
+    gate_value: torch.Tensor
+    probs: torch.Tensor
+    kept: torch.Tensor
+
+
+def _mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    width = n_in
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+        width = hidden
+    mods.append(nn.Linear(width, n_out))
+    return nn.Sequential(*mods)
+
+
+class SwitchField(nn.Module):
+    """The heterogeneous mixture of hash experts (Switch-NeRF++).
+
+    Points are in the unit-cube frame of the foreground box ([0, 1]^3); view directions
+    are unit vectors in the world frame; image_index indexes the scene's camera table
+    (train images first, then val) for the appearance embedding.
+
+    Appearance for novel views: with ``image_index=None`` the mean of the trained
+    embeddings is used (a neutral look; renders of new paths do not depend on which
+    training image is nearest).
+    """
+
+    def __init__(self, cfg: ModelConfig, n_images: int):
+        super().__init__()
+        self.cfg = cfg
+        ex, rt, hd = cfg.experts, cfg.routing, cfg.head
+        self.n_experts = ex.n_experts
+        specs = geometric_expert_specs(
+            ex.n_experts, base_resolution=ex.base_resolution,
+            finest_resolution=ex.finest_resolution, coarsest_fraction=ex.coarsest_fraction,
+            log2_hashmap_size=ex.log2_hashmap_size)
+        self.experts = HashExperts(specs, n_levels=ex.n_levels,
+                                   n_features_per_level=ex.n_features_per_level)
+        if rt.kind == "gate":
+            self.router: nn.Module | None = HashGate(rt.gate, ex.n_experts, rt.gate_hidden)
+        elif rt.kind == "fixed":
+            self.router = FixedCellRouter(rt.fixed_grid)
+        else:
+            self.router = None
+        self.head = _mlp(self.experts.output_dim, hd.hidden, 1 + hd.geo_features, 1)
+        self.dir_encoding = SHEncoding(hd.sh_degree)
+        self.appearance = (nn.Embedding(max(n_images, 1), hd.appearance_dim)
+                           if hd.appearance_dim > 0 else None)
+        if self.appearance is not None:
+            nn.init.normal_(self.appearance.weight, std=0.01)
+        color_in = hd.geo_features + self.dir_encoding.output_dim + hd.appearance_dim
+        self.color = _mlp(color_in, hd.color_hidden, 3, hd.color_layers)
+        self.background = SkyBackground(cfg.background) if cfg.background.enabled else None
+
+    # ------------------------------------------------------------------ routing and geometry
+    def route(self, x: torch.Tensor) -> GateOutput:
+        """Top-1 expert of each point x [M, 3] (unit cube)."""
+        if self.router is None:
+            m = x.shape[0]
+            return GateOutput(torch.ones(m, 1, device=x.device),
+                              torch.zeros(m, dtype=torch.long, device=x.device),
+                              torch.ones(m, device=x.device))
+        return self.router(x)
+
+    def _geometry(self, x: torch.Tensor):
+        x = x.clamp(0.0, 1.0)
+        gate = self.route(x)
+        if self.cfg.routing.capacity_factor is not None and self.n_experts > 1:
+            kept = capacity_keep_mask(gate.expert_id, gate.gate_value, self.n_experts,
+                                      self.cfg.routing.capacity_factor)
+        else:
+            kept = torch.ones_like(gate.expert_id, dtype=torch.bool)
+        feats = self.experts.encode(x, gate.expert_id)  # [M, L*F]
+        scale = (gate.gate_value * kept).unsqueeze(-1).to(feats.dtype)
+        h = self.head(feats * scale)
+        sigma = density_activation(self.cfg.head.density_activation, h[:, 0].float())
+        return sigma, h[:, 1:], gate, kept
+
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        """Density sigma [M] at unit-cube points x [M, 3]."""
+        if x.shape[0] == 0:
+            return x.new_zeros(0)
+        return self._geometry(x)[0]
+
+    def forward(self, x: torch.Tensor, directions: torch.Tensor,
+                image_index: torch.Tensor | None = None) -> FieldOutput:
+        sigma, geo, gate, kept = self._geometry(x)
+        parts = [geo, self.dir_encoding(directions).to(geo.dtype)]
+        if self.appearance is not None:
+            parts.append(self.appearance_for(image_index, x.shape[0], x.device).to(geo.dtype))
+        rgb = torch.sigmoid(self.color(torch.cat(parts, dim=-1)).float())
+        return FieldOutput(sigma, rgb, gate.expert_id, gate.gate_value, gate.probs, kept)
+
+    def appearance_for(self, image_index: torch.Tensor | None, m: int, device) -> torch.Tensor:
+        """Appearance embeddings [M, A]; the mean embedding where image_index is None."""
+        if image_index is None:
+            return self.appearance.weight.mean(0, keepdim=True).expand(m, -1)
+        return self.appearance(image_index.clamp(0, self.appearance.num_embeddings - 1))
+
+    def table_parameters(self) -> list[nn.Parameter]:
+        """Hash-table parameters (their own learning rate)."""
+        params = [self.experts.params]
+        if isinstance(self.router, HashGate):
+            params.append(self.router.encoding.params)
+        return params
+
+    def mlp_parameters(self) -> list[nn.Parameter]:
+        tables = {id(p) for p in self.table_parameters()}
+        return [p for p in self.parameters() if id(p) not in tables]

@@ -1,0 +1,76 @@
+"""The routing gate: hash grid -> small MLP -> softmax (fp32) -> top-1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from switchnerf.config import GridConfig
+from switchnerf.encoding import HashGrid
+from switchnerf.moe.routing import top1
+
+
+@dataclass
+class GateOutput:
+    """probs float32 [M, E]; expert_id int64 [M]; gate_value float32 [M] (differentiable)."""
+
+    probs: torch.Tensor
+    expert_id: torch.Tensor
+    gate_value: torch.Tensor
+
+
+def grid_from_config(cfg: GridConfig) -> HashGrid:
+    """A HashGrid whose finest level has ``cfg.max_resolution`` vertices-ish (tcnn scale)."""
+    return HashGrid.from_max_resolution(
+        n_levels=cfg.n_levels,
+        n_features_per_level=cfg.n_features_per_level,
+        log2_hashmap_size=cfg.log2_hashmap_size,
+        base_resolution=cfg.base_resolution,
+        max_resolution=cfg.max_resolution,
+    )
+
+
+class HashGate(nn.Module):
+    """``i, g = top1(softmax(MLP(Hash(x))))`` with the MLP output and softmax in fp32.
+
+    x: points in the unit cube [M, 3].
+    """
+
+    def __init__(self, grid: GridConfig, n_experts: int, hidden: int = 64):
+        super().__init__()
+        self.n_experts = n_experts
+        self.encoding = grid_from_config(grid)
+        self.mlp = nn.Sequential(
+            nn.Linear(self.encoding.output_dim, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, n_experts, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> GateOutput:
+        feats = self.encoding(x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            logits = self.mlp(feats.float())
+            probs = torch.softmax(logits, dim=-1)
+        expert_id, gate_value = top1(probs)
+        return GateOutput(probs, expert_id, gate_value)
+
+
+class FixedCellRouter(nn.Module):
+    """Hand-crafted decomposition baseline: expert = ground cell (rows x cols) of the point.
+
+    Cells tile the unit square of (x, y); cell index = row * cols + col. Gate value is 1.
+    """
+
+    def __init__(self, grid: tuple[int, int]):
+        super().__init__()
+        self.rows, self.cols = grid
+        self.n_experts = self.rows * self.cols
+
+    def forward(self, x: torch.Tensor) -> GateOutput:
+        col = (x[:, 0] * self.cols).floor().clamp(0, self.cols - 1).long()
+        row = (x[:, 1] * self.rows).floor().clamp(0, self.rows - 1).long()
+        expert_id = row * self.cols + col
+        probs = torch.nn.functional.one_hot(expert_id, self.n_experts).float()
+        return GateOutput(probs, expert_id, torch.ones_like(x[:, 0]))

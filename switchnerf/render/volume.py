@@ -1,0 +1,101 @@
+"""Render rays through a field: world rays -> unit-cube frame -> march -> field -> composite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from switchnerf.config import SamplerConfig
+from switchnerf.render.composite import render_packed
+from switchnerf.render.occupancy import OccupancyGrid
+from switchnerf.render.sampler import march_rays
+from switchnerf.scene.types import RayBatch
+
+
+@dataclass
+class BoxFrame:
+    """The foreground box: world point p maps to the unit cube as (p - lo) / (hi - lo).
+
+    lo, hi: float32 [3] world units. Ray parameters t stay in world units under this map
+    (directions are scaled, not renormalised).
+    """
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+    @property
+    def extent(self) -> torch.Tensor:
+        return self.hi - self.lo
+
+    @property
+    def diagonal(self) -> float:
+        return float(torch.linalg.norm(self.extent))
+
+    def to(self, device) -> "BoxFrame":
+        return BoxFrame(self.lo.to(device), self.hi.to(device))
+
+    @classmethod
+    def from_bbox(cls, bbox, device="cpu") -> "BoxFrame":
+        b = torch.as_tensor(bbox, dtype=torch.float32, device=device)
+        return cls(b[0].clone(), b[1].clone())
+
+
+def step_size(box: BoxFrame, cfg: SamplerConfig) -> float:
+    """March step in world units: the box diagonal over ``cfg.steps_per_diagonal``."""
+    return box.diagonal / cfg.steps_per_diagonal
+
+
+def render_rays(field, grid: OccupancyGrid, rays: RayBatch, box: BoxFrame, cfg: SamplerConfig,
+                *, stratified: bool = False, use_appearance_index: bool = True) -> dict:
+    """Volume-render a batch of world-frame rays.
+
+    Returns a dict: rgb [N,3], depth [N] (expected world t of the samples; 0 where empty),
+    opacity [N], expert_map int64 [N] (-1: no sample), n_samples [N], and for the losses
+    ``probs`` [M,E], ``expert_id`` [M], ``kept`` [M].
+    """
+    ext = box.extent
+    o_unit = (rays.origins - box.lo) / ext
+    d_unit = rays.directions / ext
+    image_index = rays.image_index if use_appearance_index else None
+
+    def sigma_fn(t_starts, t_ends, ray_indices):
+        t_mid = 0.5 * (t_starts + t_ends)
+        pts = o_unit[ray_indices] + t_mid[:, None] * d_unit[ray_indices]
+        return field.density(pts)
+
+    with torch.no_grad():
+        samples = march_rays(
+            o_unit, d_unit, rays.near, rays.far, grid, step_size=step_size(box, cfg),
+            stratified=stratified, sigma_fn=sigma_fn, alpha_thre=cfg.alpha_thre,
+            early_stop_eps=cfg.early_stop_eps, max_samples_per_ray=cfg.max_samples_per_ray)
+    ri = samples.ray_indices
+    t_mid = 0.5 * (samples.t_starts + samples.t_ends)
+    pts = o_unit[ri] + t_mid[:, None] * d_unit[ri]
+    out = field(pts, rays.directions[ri], None if image_index is None else image_index[ri])
+    background = field.background(rays.directions) if field.background is not None else None
+    result = render_packed(samples.t_starts, samples.t_ends, ri, len(rays), out.rgb, out.sigma,
+                           expert_ids=out.expert_id, background_rgb=background)
+    result["probs"] = out.probs
+    result["expert_id"] = out.expert_id
+    result["kept"] = out.kept
+    result["gate_value"] = out.gate_value
+    return result
+
+
+@torch.no_grad()
+def render_image_rays(field, grid: OccupancyGrid, rays: RayBatch, box: BoxFrame,
+                      cfg: SamplerConfig, *, chunk: int = 8192,
+                      use_appearance_index: bool = True) -> dict:
+    """Render many rays in chunks without gradients.
+
+    Returns rgb [N,3], depth [N], opacity [N], expert_map [N], gate_confidence [N]
+    (gate value of the highest-weight sample's expert; 0 where empty).
+    """
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("rgb", "depth", "opacity", "expert_map")}
+    for start in range(0, len(rays), chunk):
+        r = render_rays(field, grid, rays[start:start + chunk], box, cfg,
+                        use_appearance_index=use_appearance_index)
+        for k in parts:
+            parts[k].append(r[k])
+    return {k: torch.cat(v) if v else torch.zeros(0) for k, v in parts.items()}

@@ -1,0 +1,161 @@
+"""CLI commands ``train``, ``eval`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from switchnerf.errors import SwitchNerfError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SwitchNerfError(f"--device: {name!r} requested but no CUDA GPU is available")
+    return name
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a SwitchField on a scene")
+    p.add_argument("--scene", required=True, help="scenes/*.yaml descriptor or dataset folder")
+    p.add_argument("--config", help="preset YAML (configs/*.yaml); defaults when omitted")
+    p.add_argument("--output", required=True, type=Path, help="run folder")
+    p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.rays_per_step=4096")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing --output first")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    p.add_argument("--store", type=Path, help="ray store folder (default: inside the dataset)")
+    p.add_argument("--viewer", action="store_true", help="serve the live viewer while training")
+    p.add_argument("--port", type=int, default=7007)
+    p.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run on its val images")
+    e.add_argument("run", type=Path)
+    e.add_argument("--checkpoint", default="latest", help="latest, best or a path")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="synthesize minicity, train, eval and render a video")
+    d.add_argument("--output", type=Path, default=REPO_ROOT / "outputs" / "demo")
+    d.add_argument("--config", type=Path, default=REPO_ROOT / "configs" / "cpu-demo.yaml")
+    d.add_argument("--scene", type=Path, default=REPO_ROOT / "scenes" / "minicity.yaml")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    d.add_argument("--device", default="auto")
+    d.set_defaults(func=cmd_demo)
+
+
+def _resolve_config(args):
+    from switchnerf.config import load_config
+    from switchnerf.train.run import read_run_config
+
+    if args.resume:
+        cfg = read_run_config(args.output)
+        if args.config or args.set:
+            raise SwitchNerfError("--resume: the run's config.yaml is used; drop --config/--set")
+        return cfg
+    sets = list(args.set)
+    if args.max_steps is not None:
+        sets.append(f"train.max_steps={args.max_steps}")
+    return load_config(args.config, sets)
+
+
+def cmd_train(args) -> int:
+    from switchnerf.train.trainer import Trainer, prepare_run_dir
+
+    prepare_run_dir(args.output, resume=args.resume, overwrite=args.overwrite)
+    cfg = _resolve_config(args)
+    if args.resume and args.max_steps is not None:
+        cfg.train.max_steps = args.max_steps
+    trainer = Trainer(cfg, Path(args.scene), args.output, device=_device(args.device),
+                      resume=args.resume, store_dir=args.store)
+    viewer = None
+    if args.viewer:
+        from switchnerf.viewer_cli import start_training_viewer
+
+        viewer = start_training_viewer(trainer, port=args.port)
+    try:
+        summary = trainer.train()
+    finally:
+        trainer.close()
+        if viewer is not None:
+            viewer.stop()
+    state = "interrupted, checkpoint saved" if summary["interrupted"] else "done"
+    print(f"train {state}: step {summary['step']} in {summary['elapsed_s']:.0f} s "
+          f"({summary['rays_per_s'] / 1000:.1f}k rays/s); run in {args.output}")
+    return 0
+
+
+def run_eval(run_dir: Path, *, checkpoint="latest", device="cpu") -> dict:
+    """Evaluate every val image of a run; write RUN/eval/metrics.json and side-by-sides."""
+    from switchnerf.io_utils import write_json_atomic
+    from switchnerf.train.evaluate import evaluate
+    from switchnerf.train.metrics import LpipsMetric
+    from switchnerf.train.run import load_run
+
+    run = load_run(run_dir, device=device, which=checkpoint)
+    lp = LpipsMetric()
+    if not lp.available:
+        print(f"eval: LPIPS reported as null: {lp.reason}")
+    out_dir = Path(run_dir) / "eval"
+    result = evaluate(run.field, run.grid, run.box, run.cfg, run.scene, out_dir=out_dir,
+                      lpips=lp, device=device)
+    result["step"] = run.step
+    result["checkpoint"] = run.checkpoint.name
+    write_json_atomic(out_dir / "metrics.json", result)
+    return result
+
+
+def cmd_eval(args) -> int:
+    result = run_eval(args.run, checkpoint=args.checkpoint, device=_device(args.device))
+    lp = "null" if result["lpips"] is None else f"{result['lpips']:.4f}"
+    print(f"eval ({result['protocol']}, {len(result['images'])} images, step {result['step']}): "
+          f"PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}  LPIPS {lp}")
+    print(f"metrics: {Path(args.run) / 'eval' / 'metrics.json'}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """The README's main job: minicity -> store -> train -> eval -> orbit video."""
+    from switchnerf.config import load_config
+    from switchnerf.scene.load import ensure_synth_scene
+    from switchnerf.train.trainer import Trainer, prepare_run_dir
+
+    t0 = time.perf_counter()
+    device = _device(args.device)
+    scene_path = Path(args.scene)
+    print(f"[demo] scene {scene_path}")
+    ensure_synth_scene(scene_path)
+    t_scene = time.perf_counter() - t0
+    run_dir = Path(args.output) / "run"
+    prepare_run_dir(run_dir, resume=False, overwrite=True)
+    cfg = load_config(args.config, args.set)
+    trainer = Trainer(cfg, scene_path, run_dir, device=device)
+    try:
+        summary = trainer.train()
+    finally:
+        trainer.close()
+    t_train = time.perf_counter() - t0 - t_scene
+    print(f"[demo] trained {summary['step']} steps in {t_train:.0f} s")
+    result = run_eval(run_dir, device=device)
+    t_eval = time.perf_counter() - t0 - t_scene - t_train
+    print(f"[demo] held-out PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} "
+          f"({result['protocol']}, {len(result['images'])} images)")
+    from switchnerf.render.video_job import render_demo_video
+
+    video = render_demo_video(run_dir, Path(args.output) / "orbit.mp4", device=device)
+    total = time.perf_counter() - t0
+    print(f"[demo] finished in {total:.0f} s (scene {t_scene:.0f}, train {t_train:.0f}, "
+          f"eval {t_eval:.0f}, video {total - t_scene - t_train - t_eval:.0f})")
+    print(f"[demo] run:     {run_dir}")
+    print(f"[demo] metrics: {run_dir / 'eval' / 'metrics.json'}")
+    print(f"[demo] images:  {run_dir / 'eval'}")
+    print(f"[demo] video:   {video}")
+    return 0

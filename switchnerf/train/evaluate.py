@@ -1,0 +1,98 @@
+"""Evaluation on held-out images, with the Mega-NeRF protocol where it applies.
+
+Mega-NeRF protocol: the left half (columns [0, W//2)) of every val image joins training,
+and metrics are measured on the right half (columns [W//2, W)), rendered with that image's
+own appearance embedding. Without the protocol, whole val images are measured with the
+mean appearance embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from switchnerf.render.palette import colorize_experts
+from switchnerf.render.volume import render_image_rays
+from switchnerf.scene.types import RayBatch
+from switchnerf.train.metrics import LpipsMetric, psnr, ssim
+
+
+def uses_right_half_protocol(scene, cfg) -> bool:
+    """True when val left halves are trained on and right halves measured."""
+    return bool(cfg.train.val_left_halves) and scene.format == "mega-nerf"
+
+
+@dataclass
+class EvalView:
+    """One val image prepared for evaluation: rays of the measured columns and ground truth.
+
+    rays: RayBatch of H*Wm rays (row-major over the measured columns); target float32
+    [H, Wm, 3]; col0: first measured column.
+    """
+
+    index: int
+    rays: RayBatch
+    target: torch.Tensor
+    height: int
+    width: int
+    col0: int
+    appearance: bool
+
+
+def eval_view(scene, n_train: int, i: int, right_half: bool) -> EvalView:
+    rec = scene.images("val")[i]
+    h, w = rec.height, rec.width
+    origins, dirs = scene.rays_for_image("val", i)
+    col0 = w // 2 if right_half else 0
+    keep = (torch.arange(h * w) % w) >= col0
+    origins, dirs = origins[keep], dirs[keep]
+    n = origins.shape[0]
+    image = torch.from_numpy(np.asarray(scene.load_image("val", i))).float() / 255.0
+    target = image[:, col0:, :].contiguous()
+    rays = RayBatch(origins, dirs, torch.full((n,), float(rec.near)),
+                    torch.full((n,), float(min(rec.far, 1e10))), None,
+                    torch.full((n,), n_train + i, dtype=torch.long))
+    return EvalView(i, rays, target, h, w - col0, col0, appearance=right_half)
+
+
+def evaluate(field, grid, box, cfg, scene, *, indices=None, out_dir: Path | None = None,
+             lpips: LpipsMetric | None = None, device="cpu") -> dict:
+    """Render val images, measure PSNR/SSIM(/LPIPS), optionally write side-by-sides.
+
+    Returns {"psnr", "ssim", "lpips", "protocol", "images": [per-image dicts]}.
+    """
+    import imageio.v3 as iio
+
+    right_half = uses_right_half_protocol(scene, cfg)
+    n_train = len(scene.images("train"))
+    val = scene.images("val")
+    indices = list(range(len(val))) if indices is None else list(indices)
+    per_image = []
+    was_training = field.training
+    field.eval()
+    for i in indices:
+        view = eval_view(scene, n_train, i, right_half)
+        out = render_image_rays(field, grid, view.rays.to(device), box, cfg.sampler,
+                                use_appearance_index=view.appearance)
+        pred = out["rgb"].cpu().clamp(0, 1).view(view.height, view.width, 3)
+        row = {"index": i, "image": Path(val[i].image_path).name,
+               "psnr": psnr(pred, view.target), "ssim": ssim(pred, view.target),
+               "lpips": lpips(pred, view.target) if lpips is not None else None}
+        per_image.append(row)
+        if out_dir is not None:
+            experts = colorize_experts(out["expert_map"].cpu().view(view.height, view.width))
+            panel = torch.cat([view.target, pred, torch.as_tensor(experts, dtype=torch.float32)], dim=1)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            iio.imwrite(out_dir / f"val_{i:04d}.png", (panel.numpy() * 255 + 0.5).astype(np.uint8))
+    field.train(was_training)
+
+    def mean(key):
+        vals = [r[key] for r in per_image if r[key] is not None]
+        return float(np.mean(vals)) if vals and len(vals) == len(per_image) else None
+
+    return {"psnr": mean("psnr"), "ssim": mean("ssim"), "lpips": mean("lpips"),
+            "protocol": "mega-nerf right half" if right_half else "full image",
+            "images": per_image}

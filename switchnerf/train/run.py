@@ -1,0 +1,89 @@
+"""A run directory and the one function every consumer uses to load it.
+
+Layout of RUN/:
+    config.yaml        the resolved config (all keys)
+    scene.json         which scene: {"path": descriptor or dataset folder}
+    checkpoints/       step_XXXXXXXX.pt (last K) and best.pt
+    metrics.jsonl      one JSON object per logged step / eval
+    eval/              metrics.json and side-by-side images from `switchnerf eval`
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from switchnerf.config import Config, config_from_dict
+from switchnerf.errors import SwitchNerfError
+from switchnerf.io_utils import write_bytes_atomic, write_json_atomic
+from switchnerf.train.checkpoint import latest_checkpoint, load_checkpoint
+
+
+def write_run_header(run_dir: Path, cfg: Config, scene_path: Path) -> None:
+    """Snapshot the resolved config and the scene reference into a new run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    write_json_atomic(run_dir / "scene.json", {"path": str(Path(scene_path).resolve())})
+
+
+def read_run_config(run_dir: Path) -> Config:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise SwitchNerfError(f"{run_dir}: not a switchnerf run (no config.yaml)")
+    return config_from_dict(yaml.safe_load(path.read_text()) or {}, str(path))
+
+
+def read_scene_path(run_dir: Path) -> Path:
+    path = Path(run_dir) / "scene.json"
+    if not path.is_file():
+        raise SwitchNerfError(f"{run_dir}: not a switchnerf run (no scene.json)")
+    try:
+        return Path(json.loads(path.read_text())["path"])
+    except (ValueError, KeyError):
+        raise SwitchNerfError(f"{path}: path: missing or unreadable") from None
+
+
+@dataclass
+class LoadedRun:
+    """Everything a consumer needs: config, scene, field (eval mode), occupancy grid, box."""
+
+    run_dir: Path
+    cfg: Config
+    scene: object
+    field: torch.nn.Module
+    grid: torch.nn.Module
+    box: object
+    camera_table: object
+    step: int
+    checkpoint: Path
+
+
+def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu",
+             which: str = "latest") -> LoadedRun:
+    """Load a trained run for eval, viewer, render and export.
+
+    which: ``latest`` (newest step checkpoint), ``best`` (best eval PSNR) or a path.
+    """
+    from switchnerf.train.builder import build_model, scene_and_cameras
+
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    scene, cams = scene_and_cameras(read_scene_path(run_dir))
+    if which == "latest":
+        ckpt = latest_checkpoint(run_dir)
+    elif which == "best":
+        ckpt = run_dir / "checkpoints" / "best.pt"
+    else:
+        ckpt = Path(which)
+    if ckpt is None or not Path(ckpt).is_file():
+        raise SwitchNerfError(f"{run_dir}: no checkpoint found ({which})")
+    state = load_checkpoint(ckpt, map_location=device)
+    field, grid, box = build_model(cfg, scene, len(cams), device=device)
+    field.load_state_dict(state["field"])
+    grid.load_state_dict(state["grid"])
+    field.eval()
+    return LoadedRun(run_dir, cfg, scene, field, grid, box, cams, int(state["step"]), Path(ckpt))
