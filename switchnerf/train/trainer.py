@@ -20,7 +20,7 @@ import torch
 from switchnerf.config import Config
 from switchnerf.errors import SwitchNerfError
 from switchnerf.moe.routing import balance_loss, expert_load
-from switchnerf.render.volume import render_rays
+from switchnerf.render.volume import render_rays, step_size
 from switchnerf.train.builder import build_model, build_optimizer, scene_and_cameras
 from switchnerf.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from switchnerf.train.evaluate import evaluate, uses_right_half_protocol
@@ -126,8 +126,9 @@ class Trainer:
         if self.step % s.update_every != 0:
             return
         with torch.no_grad():
-            self.grid.update(self.field.density, step=self.step, decay=s.ema_decay,
-                             threshold=s.occupancy_threshold, warmup_steps=s.warmup_steps)
+            self.grid.update(self.field.density, step=self.step, step_size=step_size(self.box, s),
+                             decay=s.ema_decay, threshold=s.occupancy_threshold,
+                             warmup_steps=s.warmup_steps)
 
     def train_step(self, batch) -> StepStats:
         """One optimisation step on a RayBatch; returns its statistics."""
