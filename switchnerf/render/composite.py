@@ -1,0 +1,206 @@
+"""Packed volume rendering with nerfacc 0.5's semantics, in plain torch (CPU and CUDA).
+
+Packed layout: M samples of N rays in one flat array; ``ray_indices`` int64 [M] is sorted,
+the samples of a ray are contiguous and ordered by t. ``t_starts``/``t_ends`` float32 [M]
+are ray parameters in world units (``dirs_unit = d / (hi - lo)`` keeps t in world units),
+``sigmas`` float32 [M] is density per world unit.
+
+For one ray with intervals dt_i = t_end_i - t_start_i:
+
+    alpha_i = 1 - exp(-sigma_i * dt_i)
+    T_i     = exp(-sum_{j < i} sigma_j * dt_j)      (exclusive, per ray)
+    w_i     = T_i * alpha_i
+
+The per-ray exclusive sum is a float64 global cumsum minus its value at the ray's first
+sample, so a long packed array (an opaque ray early, many samples after it) does not lose
+float32 precision in later rays.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "composite",
+    "exclusive_sum_per_ray",
+    "packed_info",
+    "render_packed",
+    "render_weights",
+]
+
+
+def packed_info(ray_indices: Tensor, n_rays: int) -> tuple[Tensor, Tensor]:
+    """Start and count of each ray's chunk in a sorted packed array.
+
+    Args:
+        ray_indices: int64 [M], sorted.
+        n_rays: N.
+
+    Returns:
+        chunk_starts, chunk_counts: int64 [N]. Equals nerfacc's ``pack_info(ray_indices,
+        n_rays).unbind(-1)``, i.e. ``counts = torch.bincount(ray_indices, minlength=N)``,
+        ``starts = counts.cumsum(0) - counts``.
+
+    >>> packed_info(torch.tensor([0, 0, 2, 2, 2]), 4)
+    (tensor([0, 2, 2, 5]), tensor([2, 0, 3, 0]))
+    """
+    counts = torch.bincount(ray_indices, minlength=n_rays)[:n_rays]  # [N]
+    starts = counts.cumsum(0) - counts  # [N]
+    return starts, counts
+
+
+def exclusive_sum_per_ray(values: Tensor, ray_indices: Tensor, n_rays: int) -> Tensor:
+    """Exclusive prefix sum of ``values`` within each ray's contiguous chunk.
+
+    Args:
+        values: float [M] (any float dtype; accumulated in float64).
+        ray_indices: int64 [M], sorted.
+        n_rays: N.
+
+    Returns:
+        float64 [M]: ``out[i] = sum(values[j] for j < i if ray_indices[j] == ray_indices[i])``.
+        Differentiable w.r.t. ``values``. Equals nerfacc's ``exclusive_sum(values,
+        indices=ray_indices)`` (which is float32) up to its rounding.
+
+    >>> exclusive_sum_per_ray(torch.tensor([1., 2., 3., 4.]), torch.tensor([0, 0, 1, 1]), 2)
+    tensor([0., 1., 0., 3.], dtype=torch.float64)
+    """
+    if values.numel() == 0:
+        return values.new_zeros(0, dtype=torch.float64)
+    v64 = values.to(torch.float64)
+    excl = torch.cumsum(v64, 0) - v64  # [M] global exclusive sum
+    starts, _ = packed_info(ray_indices, n_rays)
+    first = starts[ray_indices]  # [M] position of each sample's ray's first sample
+    return excl - excl[first]
+
+
+def render_weights(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor,
+                   n_rays: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Volume-rendering weights of packed samples.
+
+    Args:
+        t_starts, t_ends: float32 [M], world units.
+        sigmas: float32 [M], density per world unit.
+        ray_indices: int64 [M], sorted, samples of a ray contiguous and ordered by t.
+        n_rays: N.
+
+    Returns:
+        weights, transmittance, alphas: float32 [M], differentiable w.r.t. ``sigmas``.
+        Equal to ``nerfacc.render_weight_from_density(t_starts, t_ends, sigmas,
+        ray_indices=ray_indices, n_rays=n_rays)``, i.e. per ray
+        ``tau = sigmas * (t_ends - t_starts)``, ``alphas = 1 - exp(-tau)``,
+        ``transmittance = exp(-(cumsum(tau) - tau))``, ``weights = transmittance * alphas``.
+
+    >>> sig = torch.log(torch.tensor([2.0, 2.0]))  # alpha = 0.5 per unit interval
+    >>> w, T, a = render_weights(torch.tensor([0., 1.]), torch.tensor([1., 2.]), sig,
+    ...                          torch.tensor([0, 0]), 1)
+    >>> w, T
+    (tensor([0.5000, 0.2500]), tensor([1.0000, 0.5000]))
+    """
+    tau = sigmas * (t_ends - t_starts)  # [M]
+    alphas = 1.0 - torch.exp(-tau)  # [M]
+    excl = exclusive_sum_per_ray(tau, ray_indices, n_rays)  # [M] float64
+    transmittance = torch.exp(-excl).to(sigmas.dtype)  # [M]
+    return transmittance * alphas, transmittance, alphas
+
+
+def composite(weights: Tensor, values: Tensor, ray_indices: Tensor, n_rays: int) -> Tensor:
+    """Weighted sum of per-sample values along each ray.
+
+    Args:
+        weights: float [M].
+        values: float [M, C] (or [M], treated as C = 1 and returned as [N]).
+        ray_indices: int64 [M] (need not be sorted).
+        n_rays: N.
+
+    Returns:
+        float [N, C] (or [N]): ``zeros(N, C).index_add_(0, ray_indices, weights[:, None] *
+        values)``; equals nerfacc's ``accumulate_along_rays(weights, values, ray_indices,
+        n_rays)``. Rays without samples get 0.
+
+    >>> composite(torch.tensor([0.5, 0.25, 1.0]), torch.ones(3, 1), torch.tensor([0, 0, 2]), 3)
+    tensor([[0.7500],
+            [0.0000],
+            [1.0000]])
+    """
+    squeeze = values.dim() == 1
+    v = values[:, None] if squeeze else values  # [M, C]
+    out = v.new_zeros(n_rays, v.shape[1]).index_add(0, ray_indices, weights[:, None] * v)
+    return out[:, 0] if squeeze else out
+
+
+def _argmax_per_ray(weights: Tensor, ray_indices: Tensor, n_rays: int) -> Tensor:
+    """Index into [M] of each ray's highest-weight sample (first on ties); -1 when the ray
+    has no sample of positive weight. int64 [N]."""
+    m = weights.shape[0]
+    w = weights.detach()
+    wmax = w.new_zeros(n_rays).scatter_reduce(0, ray_indices, w, "amax", include_self=True)
+    is_max = (w == wmax[ray_indices]) & (w > 0)  # [M]
+    pos = torch.arange(m, device=w.device)
+    cand = torch.where(is_max, pos, torch.full_like(pos, m))
+    best = torch.full((n_rays,), m, dtype=torch.int64, device=w.device)
+    best = best.scatter_reduce(0, ray_indices, cand, "amin", include_self=True)
+    return torch.where(best < m, best, torch.full_like(best, -1))
+
+
+def render_packed(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays: int,
+                  rgb: Tensor, sigmas: Tensor, *, expert_ids: Tensor | None = None,
+                  background_rgb: Tensor | None = None) -> dict[str, Tensor]:
+    """Render packed samples into per-ray colour, depth, opacity and expert map.
+
+    Args:
+        t_starts, t_ends: float32 [M], world units; ray_indices: int64 [M], sorted.
+        n_rays: N.
+        rgb: float32 [M, 3]; sigmas: float32 [M], density per world unit.
+        expert_ids: optional int64 [M], the expert that produced each sample.
+        background_rgb: optional float32 [N, 3] or [3], composited behind the samples.
+
+    Returns:
+        dict with (``w, T, a = render_weights(...)``, ``t_mid = (t_starts + t_ends) / 2``,
+        ``sum_r`` the per-ray sum of :func:`composite`):
+
+        - ``rgb`` [N, 3]: ``sum_r(w * rgb) + (1 - opacity) * background_rgb``;
+        - ``opacity`` [N]: ``sum_r(w)``;
+        - ``depth`` [N]: ``sum_r(w * t_mid)``, *not* normalised (world units of t; it tends
+          to 0 where the ray is transparent, as nerfacc's ``rendering`` returns it);
+        - ``depth_normalised`` [N]: ``depth / opacity`` where opacity > 0, else 0;
+        - ``weights`` [M], ``transmittance`` [M], ``alphas`` [M];
+        - ``n_samples`` int64 [N]: samples per ray;
+        - ``expert_map`` int64 [N] (only when ``expert_ids`` is given): the expert of each
+          ray's highest-weight sample (first on ties), -1 for rays with no sample of
+          positive weight (in particular rays with no samples).
+
+        All float outputs are differentiable w.r.t. ``rgb`` and ``sigmas``.
+
+    >>> out = render_packed(torch.tensor([0.]), torch.tensor([1.]), torch.tensor([0]), 2,
+    ...                     torch.ones(1, 3), torch.tensor([1e3]))
+    >>> out["opacity"], out["n_samples"]
+    (tensor([1., 0.]), tensor([1, 0]))
+    """
+    weights, transmittance, alphas = render_weights(t_starts, t_ends, sigmas, ray_indices,
+                                                    n_rays)
+    t_mid = 0.5 * (t_starts + t_ends)  # [M]
+    colour = composite(weights, rgb, ray_indices, n_rays)  # [N, 3]
+    opacity = composite(weights, weights.new_ones(weights.shape), ray_indices, n_rays)  # [N]
+    depth = composite(weights, t_mid, ray_indices, n_rays)  # [N]
+    if background_rgb is not None:
+        colour = colour + (1.0 - opacity)[:, None] * background_rgb.expand(n_rays, 3)
+    positive = opacity > 0
+    safe = torch.where(positive, opacity, torch.ones_like(opacity))
+    depth_normalised = torch.where(positive, depth / safe, torch.zeros_like(depth))
+    out = {
+        "rgb": colour,
+        "opacity": opacity,
+        "depth": depth,
+        "depth_normalised": depth_normalised,
+        "weights": weights,
+        "transmittance": transmittance,
+        "alphas": alphas,
+        "n_samples": packed_info(ray_indices, n_rays)[1],
+    }
+    if expert_ids is not None:
+        best = _argmax_per_ray(weights, ray_indices, n_rays)  # [N]
+        ids = torch.cat([expert_ids.to(torch.int64), best.new_full((1,), -1)])  # [M + 1]
+        out["expert_map"] = ids[torch.where(best >= 0, best, best.new_full((), ids.numel() - 1))]
+    return out
