@@ -22,6 +22,29 @@ SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
+class Undistortion:
+    """How to make an ImageRecord's pinhole image from its distorted source image.
+
+    source_path: the original image; width, height: its size in pixels; fx, fy, cx, cy: the
+    source camera's intrinsics (pixels, centres at +0.5); k1, k2, k3, p1, p2: OpenCV-style
+    radial and tangential coefficients of normalised camera coordinates.
+    """
+
+    source_path: Path
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    k1: float = 0.0
+    k2: float = 0.0
+    k3: float = 0.0
+    p1: float = 0.0
+    p2: float = 0.0
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     """One posed image. ``c2w``: float64 [4, 4], world frame, OpenGL camera axes."""
 
@@ -37,6 +60,9 @@ class ImageRecord:
     image_path: Path
     near: float = 0.0  # default ray bounds in world units (0 / inf: use the scene box)
     far: float = float("inf")
+    # Set when ``image_path`` is an undistorted copy made on first use from a distorted
+    # source image (COLMAP / transforms.json cameras with lens distortion).
+    undistort: Undistortion | None = None
 
 
 @dataclass
@@ -115,6 +141,18 @@ class Scene:
         if split not in self.frames:
             raise KeyError(f"scene {self.name!r} has no split {split!r}")
         return self.frames[split]
+
+    def load_image(self, split: str, i: int) -> np.ndarray:
+        """The pixels of image ``i`` of ``split``: uint8 [H, W, 3] RGB, row-major.
+
+        Read from disk on every call (never cached here). Raises ``SwitchNerfError`` naming
+        the file when it is missing, unreadable, truncated, or not ``height`` x ``width`` as
+        its record says. A distorted source (``record.undistort``) is undistorted on first
+        use into a cache folder beside the model.
+        """
+        from switchnerf.scene.images import read_record_image
+
+        return read_record_image(self.images(split)[i])
 
     def rays_for_image(self, split: str, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Origins and unit directions, float32 [H*W, 3], row-major pixel order."""

@@ -1,0 +1,281 @@
+"""Geometry and materials of the synthetic city (metres, z-up world, ground at z = 0).
+
+One triangle mesh holds everything; per-triangle arrays say how to colour a hit:
+
+- ``kind``: GROUND (colour from :meth:`City.ground_color` at the hit's x, y), WALL, ROOF,
+  FOLIAGE, TRUNK (colour = ``albedo``), FACADE (``albedo`` with a window grid in
+  ``window`` colour: ``window_bay`` m wide bays, ``window_floor`` m floors, windows about
+  1-1.5 m, from ``base`` + one floor up to ``top`` - 1 m; along-wall coordinate measured
+  from the building's min corner ``origin``).
+
+All colours are flat per surface, so images are piecewise smooth (learnable), and the
+layout is a pure function of (preset, seed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from switchnerf.scene.synth.mesh import FACADE, FOLIAGE, GROUND, ROOF, TRUNK, WALL, MeshBuilder
+from switchnerf.scene.synth.presets import CityPreset
+
+__all__ = ["FACADE", "FOLIAGE", "GROUND", "ROOF", "TRUNK", "WALL", "City", "build_city"]
+CORE, SUBURB, FIELD = range(3)
+
+ROAD = np.array([0.33, 0.33, 0.35])
+PAVEMENT = np.array([0.62, 0.61, 0.58])
+GRASS = np.array([0.36, 0.55, 0.27])
+FIELD_COLOURS = np.array(
+    [
+        [0.80, 0.71, 0.38],
+        [0.45, 0.62, 0.24],
+        [0.55, 0.42, 0.28],
+        [0.62, 0.74, 0.36],
+        [0.70, 0.60, 0.30],
+        [0.33, 0.48, 0.22],
+    ]
+)
+TOWER_WALLS = np.array(
+    [
+        [0.78, 0.74, 0.66],
+        [0.66, 0.68, 0.70],
+        [0.72, 0.56, 0.46],
+        [0.85, 0.84, 0.80],
+        [0.58, 0.62, 0.68],
+        [0.64, 0.48, 0.40],
+    ]
+)
+HOUSE_WALLS = np.array(
+    [
+        [0.92, 0.90, 0.84],
+        [0.88, 0.80, 0.66],
+        [0.80, 0.84, 0.88],
+        [0.90, 0.78, 0.74],
+        [0.86, 0.86, 0.78],
+    ]
+)
+ROOF_COLOURS = np.array(
+    [[0.62, 0.26, 0.20], [0.45, 0.30, 0.24], [0.40, 0.40, 0.42], [0.70, 0.40, 0.28]]
+)
+
+
+def _hash2(i: np.ndarray, j: np.ndarray, seed: int, salt: int) -> np.ndarray:
+    """Deterministic integer hash of block indices (any shape), uint64."""
+    h = (
+        (i.astype(np.int64) * 73856093)
+        ^ (j.astype(np.int64) * 19349663)
+        ^ (seed * 83492791 + salt * 2654435761)
+    )
+    h = h.astype(np.uint64)
+    h ^= h >> np.uint64(13)
+    h *= np.uint64(0x5BD1E995)
+    h ^= h >> np.uint64(15)
+    return h
+
+
+@dataclass
+class City:
+    """The generated city. vertices: float64 [V, 3]; triangles: int64 [T, 3]; per-triangle
+    kind: int [T]; albedo, window: float [T, 3]; bay, floor, base, top: float [T];
+    origin: float [T, 2]. max_height: tallest structure, m."""
+
+    preset: CityPreset
+    seed: int
+    vertices: np.ndarray
+    triangles: np.ndarray
+    kind: np.ndarray
+    albedo: np.ndarray
+    window: np.ndarray
+    bay: np.ndarray
+    floor: np.ndarray
+    origin: np.ndarray
+    base: np.ndarray
+    top: np.ndarray
+    max_height: float
+
+    def block_kind(self, bi: np.ndarray, bj: np.ndarray) -> np.ndarray:
+        """CORE / SUBURB / FIELD for block indices (block (bi, bj) spans [bi, bi+1) * block)."""
+        return block_kind(self.preset, bi, bj)
+
+    def ground_color(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Albedo [N, 3] of the ground at points x, y [N]: roads, pavement, grass, fields.
+
+        Field blocks are split in two halves (across x or y) of hashed field colours.
+        """
+        p = self.preset
+        gx, gy = x / p.block, y / p.block
+        bi, bj = np.floor(gx).astype(np.int64), np.floor(gy).astype(np.int64)
+        kind = self.block_kind(bi, bj)
+        h = _hash2(bi, bj, self.seed, 1)
+        nf = np.uint64(len(FIELD_COLOURS))
+        split = np.where((h >> np.uint64(16)) & np.uint64(1) == 0, gx - bi, gy - bj) < 0.5
+        idx = np.where(split, h % nf, (h >> np.uint64(8)) % nf).astype(np.int64)
+        idx[kind == SUBURB] = len(FIELD_COLOURS)
+        idx[kind == CORE] = len(FIELD_COLOURS) + 1
+        half = 0.5 * p.road_width
+        dx = np.abs(gx - np.round(gx)) * p.block
+        dy = np.abs(gy - np.round(gy)) * p.block
+        lim = p.half_extent + half
+        road = (np.abs(x) <= lim) & (np.abs(y) <= lim) & ((dx < half) | (dy < half))
+        idx[road] = len(FIELD_COLOURS) + 2
+        return _GROUND_TABLE[idx]
+
+
+_GROUND_TABLE = np.vstack([FIELD_COLOURS, GRASS, PAVEMENT, ROAD])
+
+
+def block_kind(p: CityPreset, bi: np.ndarray, bj: np.ndarray) -> np.ndarray:
+    cx, cy = (np.asarray(bi) + 0.5) * p.block, (np.asarray(bj) + 0.5) * p.block
+    inside = (np.abs(cx) < p.half_extent) & (np.abs(cy) < p.half_extent)
+    core = np.zeros(np.shape(cx), bool)
+    for x, y, r in p.cores:
+        core |= np.hypot(cx - x, cy - y) < r
+    suburb = np.hypot(cx, cy) < p.suburb_radius
+    return np.where(inside & core, CORE, np.where(inside & suburb, SUBURB, FIELD))
+
+
+def _core_block(m: MeshBuilder, rng, p: CityPreset, x0, y0, x1, y1, closeness: float) -> float:
+    """Tall buildings on one core block; returns the tallest height."""
+    lo_h, hi_h = p.tower_height
+    lots = (
+        [(x0, y0, x1, y1)]
+        if rng.random() < 0.3
+        else [
+            (xa, ya, xb, yb)
+            for xa, xb in ((x0, 0.5 * (x0 + x1)), (0.5 * (x0 + x1), x1))
+            for ya, yb in ((y0, 0.5 * (y0 + y1)), (0.5 * (y0 + y1), y1))
+        ]
+    )
+    tallest = 0.0
+    for xa, ya, xb, yb in lots:
+        s = rng.uniform(1.0, 2.5)
+        h = lo_h + (hi_h - lo_h) * closeness**0.8 * rng.uniform(0.35, 1.0)
+        floor = rng.uniform(3.0, 3.4)
+        h = max(lo_h, round(h / floor) * floor)
+        wall = TOWER_WALLS[rng.integers(len(TOWER_WALLS))] * rng.uniform(0.92, 1.05)
+        glass = np.array([0.20, 0.26, 0.34]) * rng.uniform(0.8, 1.3) + rng.uniform(-0.03, 0.03, 3)
+        roof = np.array([0.42, 0.42, 0.43]) * rng.uniform(0.85, 1.15)
+        m.box(
+            (xa + s, ya + s, 0.0),
+            (xb - s, yb - s, h),
+            FACADE,
+            np.clip(wall, 0, 1),
+            roof,
+            window=np.clip(glass, 0, 1),
+            bay=rng.uniform(2.3, 2.9),
+            floor=floor,
+        )
+        w, d = rng.uniform(3, 6), rng.uniform(3, 6)
+        if min(xb - xa - 2 * s - w, yb - ya - 2 * s - d) > 4 and rng.random() < 0.6:  # plant room
+            cx, cy = (
+                rng.uniform(xa + s + w / 2 + 1, xb - s - w / 2 - 1),
+                rng.uniform(ya + s + d / 2 + 1, yb - s - d / 2 - 1),
+            )
+            m.box(
+                (cx - w / 2, cy - d / 2, h),
+                (cx + w / 2, cy + d / 2, h + rng.uniform(2, 3.5)),
+                WALL,
+                (0.70, 0.70, 0.68),
+                (0.55, 0.55, 0.56),
+            )
+        tallest = max(tallest, h + 3.5)
+    return tallest
+
+
+def _suburb_block(m: MeshBuilder, rng, x0, y0, x1, y1) -> float:
+    nx, ny = 2, 3 if (y1 - y0) >= (x1 - x0) else 2
+    tallest = 0.0
+    for i in range(nx):
+        for j in range(ny):
+            lx0, lx1 = x0 + (x1 - x0) * i / nx, x0 + (x1 - x0) * (i + 1) / nx
+            ly0, ly1 = y0 + (y1 - y0) * j / ny, y0 + (y1 - y0) * (j + 1) / ny
+            if rng.random() < 0.2:
+                continue
+            w, d = rng.uniform(0.5, 0.75) * (lx1 - lx0), rng.uniform(0.5, 0.75) * (ly1 - ly0)
+            cx = rng.uniform(lx0 + w / 2 + 1, lx1 - w / 2 - 1)
+            cy = rng.uniform(ly0 + d / 2 + 1, ly1 - d / 2 - 1)
+            h = rng.uniform(3.0, 7.0)
+            wall = HOUSE_WALLS[rng.integers(len(HOUSE_WALLS))]
+            roof = ROOF_COLOURS[rng.integers(len(ROOF_COLOURS))]
+            lo, hi = (cx - w / 2, cy - d / 2), (cx + w / 2, cy + d / 2)
+            if rng.random() < 0.7:
+                m.box((*lo, 0.0), (*hi, h), WALL, wall, roof)
+                rise = rng.uniform(1.5, 3.0)
+                m.gable_roof(lo, hi, h, rise, along_x=w >= d, wall=wall, roof=roof)
+                tallest = max(tallest, h + rise)
+            else:
+                m.box((*lo, 0.0), (*hi, h), WALL, wall, (0.55, 0.55, 0.55))
+                tallest = max(tallest, h)
+            if rng.random() < 0.7:  # a tree in the yard, in a lot corner
+                tx = lx0 + 2.5 if cx - w / 2 - lx0 > lx1 - cx - w / 2 else lx1 - 2.5
+                ty = ly0 + 2.5 if cy - d / 2 - ly0 > ly1 - cy - d / 2 else ly1 - 2.5
+                _tree(m, rng, tx, ty)
+    return tallest
+
+
+def _tree(m: MeshBuilder, rng, x, y) -> None:
+    leaf = np.array([0.20, 0.42, 0.18]) * rng.uniform(0.8, 1.25)
+    m.tree(
+        x,
+        y,
+        rng.uniform(5.0, 10.0),
+        rng.uniform(1.6, 3.0),
+        bool(rng.random() < 0.35),
+        np.clip(leaf, 0, 1),
+    )
+
+
+def build_city(p: CityPreset, seed: int) -> City:
+    """Lay out roads, blocks, buildings and trees deterministically from (preset, seed)."""
+    rng = np.random.default_rng(seed)
+    m = MeshBuilder()
+    far = 12.0 * p.half_extent
+    m.add(
+        np.array([[-far, -far, 0], [far, -far, 0], [far, far, 0], [-far, far, 0]]),
+        np.array([[0, 1, 2], [0, 2, 3]]),
+        GROUND,
+        (0, 0, 0),
+    )
+    n = int(np.ceil(p.half_extent / p.block))
+    tallest = 0.0
+    r = 0.5 * p.road_width
+    for bi in range(-n - 2, n + 2):
+        for bj in range(-n - 2, n + 2):
+            x0, y0 = bi * p.block, bj * p.block
+            x1, y1 = x0 + p.block, y0 + p.block
+            kind = int(block_kind(p, np.array(bi), np.array(bj)))
+            if kind == CORE:
+                cx, cy = x0 + p.block / 2, y0 + p.block / 2
+                close = max(0.0, max(1 - np.hypot(cx - x, cy - y) / rad for x, y, rad in p.cores))
+                tallest = max(
+                    tallest, _core_block(m, rng, p, x0 + r, y0 + r, x1 - r, y1 - r, close)
+                )
+            elif kind == SUBURB:
+                tallest = max(tallest, _suburb_block(m, rng, x0 + r, y0 + r, x1 - r, y1 - r))
+            elif rng.random() < 0.35:  # a cluster of trees or a row along a field edge
+                k = rng.integers(3, 9)
+                if rng.random() < 0.5:
+                    xs, ys = rng.uniform(x0 + 4, x1 - 4, k), rng.uniform(y0 + 4, y1 - 4, k)
+                else:
+                    xs, ys = np.linspace(x0 + 4, x1 - 4, k), np.full(k, y0 + 3.0)
+                for tx, ty in zip(xs, ys):
+                    _tree(m, rng, tx, ty)
+    tallest = max(tallest, 10.0)
+    attrs = list(zip(*m.attrs))
+    return City(
+        preset=p,
+        seed=seed,
+        vertices=np.concatenate(m.verts),
+        triangles=np.concatenate(m.tris),
+        kind=np.array(attrs[0], dtype=np.int64),
+        albedo=np.array(attrs[1]),
+        window=np.array(attrs[2]),
+        bay=np.array(attrs[3]),
+        floor=np.array(attrs[4]),
+        origin=np.array(attrs[5]),
+        base=np.array(attrs[6]),
+        top=np.array(attrs[7]),
+        max_height=float(tallest),
+    )

@@ -1,0 +1,94 @@
+"""Presets of the built-in synthetic city: layout, cameras and image size, in metres.
+
+The city is a square of half-size ``half_extent`` centred on the origin of a z-up world,
+cut into blocks by a grid of roads. A block is *core* (tall buildings with window grids)
+when its centre is within ``core_radius`` of a core centre, *suburb* (low houses, trees)
+within ``suburb_radius`` of the origin, else *field* (coloured patches, tree clusters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class CityPreset:
+    """Everything that defines a synthetic scene apart from the seed."""
+
+    name: str
+    half_extent: float  # m; the road grid covers [-half_extent, half_extent]^2
+    block: float  # m between road centre lines
+    road_width: float  # m
+    cores: tuple[tuple[float, float, float], ...]  # (x, y, radius) of dense cores, m
+    suburb_radius: float  # m from the origin
+    tower_height: tuple[float, float]  # m, (low, high) of core buildings
+    image_size: tuple[int, int]  # (width, height) in pixels
+    hfov_deg: float  # horizontal field of view
+    altitude: float  # m above ground of the lawnmower passes
+    pitch_deg: float  # lawnmower cameras look this far below the horizon
+    rows: int  # lawnmower passes per direction (passes run along y, then along x)
+    per_row: int  # cameras per pass
+    orbits: tuple[tuple[float, float, int], ...] = field(default=())  # (radius, altitude, views)
+    val_every: int = 8  # view k is val when k % val_every == val_every // 2
+    supersample: int = 2  # samples per pixel per axis (anti-aliasing)
+    sun_elevation_deg: float = 50.0
+    sun_azimuth_deg: float = 35.0  # from +x towards +y
+    partition_grid: tuple[int, int] = (2, 2)
+
+    @property
+    def num_views(self) -> int:
+        return 2 * self.rows * self.per_row + sum(n for _, _, n in self.orbits)
+
+
+PRESETS: dict[str, CityPreset] = {
+    # CPU demo: 56 views (48 train, 8 val) at 200x150 over a 240 m square; seconds to make.
+    "minicity": CityPreset(
+        name="minicity",
+        half_extent=120.0,
+        block=40.0,
+        road_width=8.0,
+        cores=((0.0, 0.0, 70.0),),
+        suburb_radius=110.0,
+        tower_height=(12.0, 55.0),
+        image_size=(200, 150),
+        hfov_deg=60.0,
+        altitude=100.0,
+        pitch_deg=50.0,
+        rows=4,
+        per_row=5,
+        orbits=((150.0, 90.0, 16),),
+        val_every=7,
+        partition_grid=(2, 2),
+    ),
+    # GPU scale: 1.44 km^2, 1644 views (1562 train, 82 val) at 400x300, two dense cores.
+    "bigcity": CityPreset(
+        name="bigcity",
+        half_extent=600.0,
+        block=50.0,
+        road_width=9.0,
+        cores=((0.0, 0.0, 260.0), (380.0, -320.0, 140.0)),
+        suburb_radius=520.0,
+        tower_height=(15.0, 120.0),
+        image_size=(400, 300),
+        hfov_deg=60.0,
+        altitude=180.0,
+        pitch_deg=50.0,
+        rows=16,
+        per_row=42,
+        orbits=((700.0, 260.0, 100), (450.0, 200.0, 100), (250.0, 160.0, 100)),
+        val_every=20,
+        partition_grid=(4, 4),
+    ),
+}
+
+
+def get_preset(name: str) -> CityPreset:
+    from switchnerf.errors import input_error
+
+    if name not in PRESETS:
+        raise input_error(
+            None,
+            "preset",
+            f"unknown synthetic preset {name!r} (known: {', '.join(sorted(PRESETS))})",
+        )
+    return PRESETS[name]
