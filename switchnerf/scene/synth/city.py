@@ -27,6 +27,7 @@ CORE, SUBURB, FIELD = range(3)
 ROAD = np.array([0.33, 0.33, 0.35])
 PAVEMENT = np.array([0.62, 0.61, 0.58])
 GRASS = np.array([0.36, 0.55, 0.27])
+MEADOW = np.array([0.45, 0.55, 0.33])  # the plain land beyond the city box
 FIELD_COLOURS = np.array(
     [
         [0.80, 0.71, 0.38],
@@ -120,10 +121,14 @@ class City:
         lim = p.half_extent + half
         road = (np.abs(x) <= lim) & (np.abs(y) <= lim) & ((dx < half) | (dy < half))
         idx[road] = len(FIELD_COLOURS) + 2
+        # Beyond the city box the land is one plain meadow: distant, featureless ground
+        # that a direction-only far field can represent (the box holds all detail).
+        outside = (np.abs(x) > p.half_extent) | (np.abs(y) > p.half_extent)
+        idx[outside] = len(FIELD_COLOURS) + 3
         return _GROUND_TABLE[idx]
 
 
-_GROUND_TABLE = np.vstack([FIELD_COLOURS, GRASS, PAVEMENT, ROAD])
+_GROUND_TABLE = np.vstack([FIELD_COLOURS, GRASS, PAVEMENT, ROAD, MEADOW])
 
 
 def block_kind(p: CityPreset, bi: np.ndarray, bj: np.ndarray) -> np.ndarray:
@@ -241,10 +246,12 @@ def build_city(p: CityPreset, seed: int) -> City:
     n = int(np.ceil(p.half_extent / p.block))
     tallest = 0.0
     r = 0.5 * p.road_width
-    for bi in range(-n - 2, n + 2):
-        for bj in range(-n - 2, n + 2):
+    for bi in range(-n, n):
+        for bj in range(-n, n):
             x0, y0 = bi * p.block, bj * p.block
             x1, y1 = x0 + p.block, y0 + p.block
+            if max(abs(x0), abs(x1), abs(y0), abs(y1)) > p.half_extent + 1e-6:
+                continue  # nothing stands outside the city box (see ground_color)
             kind = int(block_kind(p, np.array(bi), np.array(bj)))
             if kind == CORE:
                 cx, cy = x0 + p.block / 2, y0 + p.block / 2

@@ -1,0 +1,166 @@
+"""RayStream: coverage per epoch, determinism, exact resume, rank and cell views, thread."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import numpy as np
+import pytest
+import torch
+from test_store_scene import make_scene
+
+from switchnerf.scene.cameras import CameraTable
+from switchnerf.scene.partition import make_partition
+from switchnerf.scene.store import prepare_store
+from switchnerf.scene.store_reader import RayStream
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reader")
+    scene = make_scene(root / "scene", n_train=4, width=10, height=7)  # 280 train records
+    part = make_partition(scene, (1, 2))
+    store = prepare_store(scene, root / "store", shard_rays=37, val_left_halves=True,
+                          partition=part, partition_samples=32, progress=False)
+    return scene, store, CameraTable.from_scene(scene)
+
+
+def keys(batches) -> list[tuple[int, int]]:
+    """(image index, rgb as int) of every ray, enough to tell records apart here."""
+    out = []
+    for b in batches:
+        rgb = (b.rgb * 255).round().to(torch.int64)
+        code = rgb[:, 0] * 65536 + rgb[:, 1] * 256 + rgb[:, 2]
+        d = (b.directions * 1e4).round().to(torch.int64)
+        out += list(zip(b.image_index.tolist(), code.tolist(), d[:, 0].tolist(), d[:, 1].tolist()))
+    return out
+
+
+def store_keys(store, cams, cell=None) -> list:
+    out = []
+    for i in range(len(store.shards)):
+        rec = np.asarray(store.load_records(i))
+        if cell is not None:
+            bits = np.unpackbits(np.asarray(store.load_cells(i)), axis=1, count=2)
+            rec = rec[bits[:, cell].astype(bool)]
+        img = torch.from_numpy(rec["image_index"].astype(np.int64))
+        _, d = cams.rays(img, torch.from_numpy(rec["pixel_index"].astype(np.int64)))
+        rgb = rec["rgb"].astype(np.int64)
+        code = rgb[:, 0] * 65536 + rgb[:, 1] * 256 + rgb[:, 2]
+        d = (d * 1e4).round().to(torch.int64)
+        out += list(zip(img.tolist(), code.tolist(), d[:, 0].tolist(), d[:, 1].tolist()))
+    return out
+
+
+def test_one_epoch_yields_every_record_once(built):
+    _, store, cams = built
+    with RayStream(store, cams, batch_size=50, loop=False) as s:
+        batches = list(s)
+    assert [len(b) for b in batches[:-1]] == [50] * (len(batches) - 1)
+    assert sum(len(b) for b in batches) == store.n_records == 280 + 2 * 35 == s.records_per_epoch
+    assert sorted(keys(batches)) == sorted(store_keys(store, cams))
+    b = batches[0]
+    assert b.origins.dtype == b.rgb.dtype == b.near.dtype == torch.float32
+    assert b.image_index.dtype == torch.int64
+    torch.testing.assert_close(b.near, cams.near[b.image_index])
+    torch.testing.assert_close(b.directions.norm(dim=-1), torch.ones(len(b)))
+    torch.testing.assert_close(b.origins, cams.c2w[b.image_index, :3, 3])
+
+
+def test_rays_on_consumer_side_match(built):
+    _, store, cams = built
+    with RayStream(store, cams, batch_size=64, loop=False) as a, \
+            RayStream(store, cams, batch_size=64, loop=False, rays_in_prefetch=False) as b:
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x.directions, y.directions)
+            torch.testing.assert_close(x.rgb, y.rgb)
+            assert torch.equal(x.image_index, y.image_index)
+
+
+def test_deterministic_and_reshuffled_per_epoch(built):
+    _, store, cams = built
+    n = store.n_records
+
+    def take(seed, count):
+        with RayStream(store, cams, batch_size=n, seed=seed) as s:
+            return [keys([next(s)]) for _ in range(count)]
+
+    e0, e1 = take(0, 2)
+    assert take(0, 2) == [e0, e1]
+    assert sorted(e0) == sorted(e1) and e0 != e1  # a new order each epoch
+    assert take(1, 1)[0] != e0
+
+
+def test_exact_resume(built):
+    _, store, cams = built
+    s = RayStream(store, cams, batch_size=29, seed=3)
+    for _ in range(17):  # across shard and epoch boundaries
+        next(s)
+    state = s.state_dict()
+    want = [next(s) for _ in range(20)]
+    s.close()
+    r = RayStream(store, cams, batch_size=29, seed=3)
+    r.load_state_dict(state)
+    got = [next(r) for _ in range(20)]
+    r.close()
+    assert keys(got) == keys(want)
+    with pytest.raises(ValueError, match="seed"):
+        RayStream(store, cams, batch_size=29, seed=4).load_state_dict(state)
+
+
+def test_rank_views_disjoint_and_covering(built):
+    _, store, cams = built
+    views = []
+    for rank in range(3):
+        with RayStream(store, cams, batch_size=40, rank=rank, world_size=3, loop=False) as s:
+            views.append(keys(list(s)))
+    sizes = [len(v) for v in views]
+    assert sizes == [RayStream(store, cams, batch_size=1, rank=r, world_size=3).records_per_epoch
+                     for r in range(3)]
+    assert max(sizes) - min(sizes) <= len(store.shards)
+    flat = [k for v in views for k in v]
+    assert len(flat) == len(set(flat)) == store.n_records
+    assert sorted(flat) == sorted(store_keys(store, cams))
+
+
+def test_cell_view(built):
+    _, store, cams = built
+    for cell in (0, 1):
+        with RayStream(store, cams, batch_size=33, cell=cell, loop=False) as s:
+            got = keys(list(s))
+        assert len(got) == store.manifest["cell_counts"][cell] == s.records_per_epoch
+        assert sorted(got) == sorted(store_keys(store, cams, cell))
+    with pytest.raises(ValueError):
+        RayStream(store, cams, batch_size=8, cell=2)
+
+
+def test_near_far_fn(built):
+    _, store, cams = built
+
+    def nf(o, d, img):
+        return torch.full_like(o[:, 0], 2.0), o[:, 2] * 0 + img.to(torch.float32)
+
+    with RayStream(store, cams, batch_size=16, near_far_fn=nf) as s:
+        b = next(s)
+    assert (b.near == 2).all() and torch.equal(b.far, b.image_index.to(torch.float32))
+
+
+def _stream_threads() -> list:
+    return [t for t in threading.enumerate() if t.name == "switchnerf-raystream"]
+
+
+def test_thread_stops_on_close_and_gc(built):
+    _, store, cams = built
+    s = RayStream(store, cams, batch_size=8, prefetch=1)
+    next(s)
+    assert _stream_threads()
+    s.close()
+    assert not _stream_threads()
+    s = RayStream(store, cams, batch_size=8, prefetch=1)
+    next(s)
+    del s
+    gc.collect()
+    for t in _stream_threads():
+        t.join(timeout=2)
+    assert not _stream_threads()
