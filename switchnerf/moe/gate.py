@@ -33,9 +33,12 @@ def grid_from_config(cfg: GridConfig) -> HashGrid:
 
 
 class HashGate(nn.Module):
-    """``i, g = top1(softmax(MLP(Hash(x))))`` with the MLP output and softmax in fp32.
+    """``i, g = top1(softmax(MLP([Hash(x), 2x - 1])))`` with the MLP and softmax in fp32.
 
-    x: points in the unit cube [M, 3].
+    x: points in the unit cube [M, 3]. The centred position joins the hash features so
+    that routing varies smoothly in space from the first step: the hash table starts at
+    ~1e-4, and a gate fed only by it would send every point to the same expert until the
+    balance loss pulled it apart.
     """
 
     def __init__(self, grid: GridConfig, n_experts: int, hidden: int = 64):
@@ -43,7 +46,7 @@ class HashGate(nn.Module):
         self.n_experts = n_experts
         self.encoding = grid_from_config(grid)
         self.mlp = nn.Sequential(
-            nn.Linear(self.encoding.output_dim, hidden),
+            nn.Linear(self.encoding.output_dim + 3, hidden),
             nn.ReLU(inplace=True),
             nn.Linear(hidden, n_experts, bias=False),
         )
@@ -51,7 +54,7 @@ class HashGate(nn.Module):
     def forward(self, x: torch.Tensor) -> GateOutput:
         feats = self.encoding(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            logits = self.mlp(feats.float())
+            logits = self.mlp(torch.cat([feats.float(), 2.0 * x.float() - 1.0], dim=-1))
             probs = torch.softmax(logits, dim=-1)
         expert_id, gate_value = top1(probs)
         return GateOutput(probs, expert_id, gate_value)
