@@ -50,7 +50,7 @@ def eval_view(scene, n_train: int, i: int, right_half: bool) -> EvalView:
     keep = (torch.arange(h * w) % w) >= col0
     origins, dirs = origins[keep], dirs[keep]
     n = origins.shape[0]
-    image = torch.from_numpy(np.asarray(scene.load_image("val", i))).float() / 255.0
+    image = torch.from_numpy(np.array(scene.load_image("val", i))).float() / 255.0
     target = image[:, col0:, :].contiguous()
     rays = RayBatch(origins, dirs, torch.full((n,), float(rec.near)),
                     torch.full((n,), float(min(rec.far, 1e10))), None,

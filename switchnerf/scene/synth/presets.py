@@ -60,6 +60,26 @@ PRESETS: dict[str, CityPreset] = {
         val_every=7,
         partition_grid=(2, 2),
     ),
+    # Tests: 16 views (12 train, 4 val) at 48x36 over a 120 m square; under a second.
+    "tinycity": CityPreset(
+        name="tinycity",
+        half_extent=60.0,
+        block=30.0,
+        road_width=6.0,
+        cores=((0.0, 0.0, 35.0),),
+        suburb_radius=55.0,
+        tower_height=(10.0, 30.0),
+        image_size=(48, 36),
+        hfov_deg=60.0,
+        altitude=60.0,
+        pitch_deg=50.0,
+        rows=2,
+        per_row=3,
+        orbits=((80.0, 50.0, 4),),
+        val_every=4,
+        supersample=1,
+        partition_grid=(2, 2),
+    ),
     # GPU scale: 1.44 km^2, 1644 views (1562 train, 82 val) at 400x300, two dense cores.
     "bigcity": CityPreset(
         name="bigcity",
