@@ -1,0 +1,49 @@
+// Python bindings of the native ops: the only file that talks to pybind11.
+#include <torch/extension.h>
+
+#include "ops.h"
+
+// The build passes the source hash (and, for a prebuilt module, the torch version) as
+// bare tokens, stringified here, so no quoting has to survive the build tool.
+#define SWITCHNERF_STR_(x) #x
+#define SWITCHNERF_STR(x) SWITCHNERF_STR_(x)
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "switchnerf native ops (CPU, and CUDA where built with it)";
+#ifdef SWITCHNERF_SOURCE_HASH
+  m.attr("source_hash") = SWITCHNERF_STR(SWITCHNERF_SOURCE_HASH);
+#else
+  m.attr("source_hash") = "unknown";
+#endif
+#ifdef SWITCHNERF_TORCH_VERSION
+  m.attr("torch_version") = SWITCHNERF_STR(SWITCHNERF_TORCH_VERSION);
+#endif
+#ifdef SWITCHNERF_WITH_CUDA
+  m.attr("with_cuda") = true;
+#else
+  m.attr("with_cuda") = false;
+#endif
+  m.def("hash_encode_forward", &switchnerf::hash_encode_forward,
+        "Hash encoding forward: (x [N,3], table [R,F], expert_id [N] or None, scale, "
+        "resolution, size, offset [E,L]) -> [N, L*F]",
+        py::arg("x"), py::arg("table"), py::arg("expert_id"), py::arg("scale"),
+        py::arg("resolution"), py::arg("size"), py::arg("offset"));
+  m.def("hash_encode_backward", &switchnerf::hash_encode_backward,
+        "Hash encoding gradient w.r.t. the table: grad_out [N, L*F] -> [n_rows, n_features]",
+        py::arg("grad_out"), py::arg("x"), py::arg("expert_id"), py::arg("scale"),
+        py::arg("resolution"), py::arg("size"), py::arg("offset"), py::arg("n_rows"),
+        py::arg("n_features"));
+  m.def("render_weights_forward", &switchnerf::render_weights_forward,
+        "Packed volume-rendering weights: -> (weights, transmittance, alphas) [S]",
+        py::arg("t_starts"), py::arg("t_ends"), py::arg("sigmas"), py::arg("ray_indices"),
+        py::arg("n_rays"));
+  m.def("render_weights_backward", &switchnerf::render_weights_backward,
+        "Gradients of render_weights_forward: -> (grad_sigmas, grad_t_starts, grad_t_ends)",
+        py::arg("grad_weights"), py::arg("grad_transmittance"), py::arg("grad_alphas"),
+        py::arg("t_starts"), py::arg("t_ends"), py::arg("sigmas"), py::arg("ray_indices"),
+        py::arg("transmittance"), py::arg("n_rays"));
+  m.def("march_rays_forward", &switchnerf::march_rays_forward,
+        "Occupancy-grid ray marching: -> (ray_indices [M], t_starts [M], t_ends [M])",
+        py::arg("origins"), py::arg("dirs"), py::arg("near"), py::arg("far"),
+        py::arg("binary"), py::arg("step_size"), py::arg("max_samples"));
+}

@@ -1,0 +1,48 @@
+// Checked host entry points of the native ops (the functions the bindings expose).
+// Each one checks device, dtype, layout and shape of its arguments, allocates the
+// outputs and runs the CPU or CUDA kernel.
+#pragma once
+
+#include <torch/extension.h>
+
+#include <tuple>
+
+namespace switchnerf {
+
+// Hash encoding (hash_encode.cpp). expert_id: [N] int64 or None (every point uses grid 0).
+// x [N, 3] f32, table [R, F] f32, scale [E, L] f32, resolution/size [E, L] i32,
+// offset [E, L] i64. Returns [N, L * F] f32.
+at::Tensor hash_encode_forward(const at::Tensor& x, const at::Tensor& table,
+                               const c10::optional<at::Tensor>& expert_id,
+                               const at::Tensor& scale, const at::Tensor& resolution,
+                               const at::Tensor& size, const at::Tensor& offset);
+
+// Gradient of the hash encoding w.r.t. the table: grad_out [N, L * F] -> [n_rows, F].
+at::Tensor hash_encode_backward(const at::Tensor& grad_out, const at::Tensor& x,
+                                const c10::optional<at::Tensor>& expert_id,
+                                const at::Tensor& scale, const at::Tensor& resolution,
+                                const at::Tensor& size, const at::Tensor& offset,
+                                int64_t n_rows, int64_t n_features);
+
+// Packed compositing (composite.cpp), CPU. Samples of a ray are contiguous and rays
+// appear in ascending order. Returns (weights, transmittance, alphas), each [S].
+std::tuple<at::Tensor, at::Tensor, at::Tensor> render_weights_forward(
+    const at::Tensor& t_starts, const at::Tensor& t_ends, const at::Tensor& sigmas,
+    const at::Tensor& ray_indices, int64_t n_rays);
+
+// Gradients of render_weights_forward w.r.t. (sigmas, t_starts, t_ends), each [S].
+std::tuple<at::Tensor, at::Tensor, at::Tensor> render_weights_backward(
+    const at::Tensor& grad_weights, const at::Tensor& grad_transmittance,
+    const at::Tensor& grad_alphas, const at::Tensor& t_starts, const at::Tensor& t_ends,
+    const at::Tensor& sigmas, const at::Tensor& ray_indices, const at::Tensor& transmittance,
+    int64_t n_rays);
+
+// Occupancy-grid ray marching (march.cpp), CPU. origins/dirs [N, 3] f32 in the grid's
+// unit-cube frame, near (base, stratified offset included) and far [N] f32, binary
+// [R0, R1, R2] bool; max_samples < 0 means no limit. Returns (ray_indices i64 [M],
+// t_starts f32 [M], t_ends f32 [M]) sorted by ray.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_forward(
+    const at::Tensor& origins, const at::Tensor& dirs, const at::Tensor& base,
+    const at::Tensor& far, const at::Tensor& binary, double step_size, int64_t max_samples);
+
+}  // namespace switchnerf

@@ -1,0 +1,80 @@
+"""Hash encoding by the native op: the fused kernel for one grid or a mixture of experts.
+
+:func:`fused_hash_encode` takes the arguments of
+:func:`switchnerf.encoding.reference.hash_encode_reference` and returns the same numbers
+(float32; the sum over the 8 corners may differ in the last bits). Each point is encoded
+with its own expert's levels in one call for all experts, without gathering the batch per
+expert. The gradient flows to ``table`` only: the op gives **no gradient w.r.t. x** and
+refuses an ``x`` that requires one (use the reference for that).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from switchnerf.encoding.levels import LevelTable
+from switchnerf.native import load_native
+
+
+class _FusedHashEncode(torch.autograd.Function):
+    """``out = encode(x, table)``; backward gives d out / d table (accumulated per row)."""
+
+    @staticmethod
+    def forward(ctx, table, x, expert_id, scale, resolution, size, offset):
+        out = load_native().hash_encode_forward(x, table, expert_id, scale, resolution, size,
+                                                offset)  # [N, L * F]
+        ctx.save_for_backward(x, expert_id, scale, resolution, size, offset)
+        ctx.table_shape = tuple(table.shape)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        x, expert_id, scale, resolution, size, offset = ctx.saved_tensors
+        n_rows, n_features = ctx.table_shape
+        grad_table = load_native().hash_encode_backward(
+            grad_out.float().contiguous(), x, expert_id, scale, resolution, size, offset,
+            n_rows, n_features)  # [R, F]
+        return grad_table, None, None, None, None, None, None
+
+
+def fused_hash_encode(
+    x: torch.Tensor, table: torch.Tensor, expert_id: torch.Tensor | None, levels: LevelTable
+) -> torch.Tensor:
+    """Multiresolution hash encoding (tiny-cuda-nn semantics) by the native op.
+
+    Args:
+        x: float32 [N, 3] in the unit cube; must not require grad (no gradient w.r.t. x).
+        table: float32 [R, F] (``params.view(R, F)``), R = ``levels.n_rows``, F in 1, 2, 4, 8.
+        expert_id: int64 [N] expert of each point, or None (every point uses expert 0).
+        levels: geometry of the E x L levels; its small tensors are moved to x's device if
+            they live elsewhere.
+
+    Returns:
+        float32 [N, L * F], level-major, differentiable w.r.t. ``table`` (first order).
+
+    Equals ``hash_encode_reference(x, table, expert_id, levels)`` up to float rounding of
+    the corner sum. Non-contiguous inputs are made contiguous here.
+    """
+    name = "fused_hash_encode"
+    if x.dim() != 2 or x.shape[1] != 3:
+        raise ValueError(f"{name}: x has shape {tuple(x.shape)}, expected [N, 3]")
+    if x.dtype != torch.float32 or table.dtype != torch.float32:
+        raise ValueError(f"{name}: x and table must be float32, got {x.dtype} and {table.dtype} "
+                         "(the reference encodes other dtypes)")
+    if x.requires_grad:
+        raise ValueError(f"{name}: x requires grad, but the native op gives no gradient w.r.t. "
+                         "x; use switchnerf.encoding.reference.hash_encode_reference")
+    expected = (levels.n_rows, levels.n_features)
+    if tuple(table.shape) != expected:
+        raise ValueError(f"{name}: table has shape {tuple(table.shape)}, expected {expected}")
+    if expert_id is not None:
+        if expert_id.shape != (x.shape[0],) or expert_id.dtype != torch.int64:
+            raise ValueError(f"{name}: expert_id has shape {tuple(expert_id.shape)} and dtype "
+                             f"{expert_id.dtype}, expected int64 [{x.shape[0]}]")
+        expert_id = expert_id.contiguous()
+    dev = x.device
+    meta = [getattr(levels, n).to(dev).contiguous()
+            for n in ("scale", "resolution", "size", "offset")]
+    return _FusedHashEncode.apply(table.contiguous(), x.contiguous(), expert_id, *meta)

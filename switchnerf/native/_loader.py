@@ -1,0 +1,110 @@
+"""Load the native ops: prebuilt, else JIT-built once into a cache folder, else None.
+
+Order of attempts in :func:`build_or_import`:
+
+1. ``switchnerf._native``, an extension built by ``setup.py`` (opt-in, see there), used
+   when it was built from the same sources and the same torch;
+2. a JIT build with ``torch.utils.cpp_extension.load`` into
+   ``$SWITCHNERF_CACHE/native-<torch>-py<X.Y>-<source hash>`` (default cache
+   ``~/.cache/switchnerf``), under a file lock so two processes never build at once;
+   later processes and runs load the cached library in ~0.02 s.
+
+CUDA sources are compiled only when torch is a CUDA build and nvcc is found
+(``CUDA_HOME``); a CPU-only torch builds the CPU ops only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import types
+from pathlib import Path
+
+import torch
+
+from switchnerf.native._sources import find_source_dir, source_files, source_hash
+
+LOCK_TIMEOUT_S = 1800
+"""How long a process waits for another one's build of the same sources."""
+
+
+def cache_root() -> Path:
+    """``$SWITCHNERF_CACHE``, else ``~/.cache/switchnerf``."""
+    env = os.environ.get("SWITCHNERF_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "switchnerf"
+
+
+def _with_cuda() -> bool:
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def _cflags() -> list[str]:
+    flags = ["-O3", "-ffp-contract=off"]
+    if sys.platform != "darwin":
+        flags.append("-fopenmp")
+    return flags
+
+
+def _ldflags() -> list[str]:
+    return ["-fopenmp"] if sys.platform != "darwin" else []
+
+
+def _import_prebuilt(digest: str) -> types.ModuleType | None:
+    try:
+        mod = importlib.import_module("switchnerf._native")
+    except ImportError:
+        return None
+    if getattr(mod, "source_hash", None) != digest:
+        return None
+    if getattr(mod, "torch_version", None) != torch.__version__:
+        return None
+    return mod
+
+
+def build_or_import(verbose: bool = False) -> types.ModuleType:
+    """The native extension module; raises RuntimeError saying why when there is none."""
+    src = find_source_dir()
+    if src is None:
+        raise RuntimeError("the C++ sources of the native ops are not installed (no cuda/ folder)")
+    digest = source_hash(src)
+    prebuilt = _import_prebuilt(digest)
+    if prebuilt is not None:
+        return prebuilt
+
+    from filelock import FileLock, Timeout
+    from torch.utils import cpp_extension
+
+    with_cuda = _with_cuda()
+    py = f"py{sys.version_info.major}.{sys.version_info.minor}"
+    tag = "-cuda" if with_cuda else ""
+    build_dir = cache_root() / f"native-{torch.__version__}-{py}-{digest}{tag}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    files = [p for p in source_files(src) if p.suffix == ".cpp"]
+    if with_cuda:
+        files += [p for p in source_files(src) if p.suffix == ".cu"]
+    defines = [f"-DSWITCHNERF_SOURCE_HASH={digest}"]
+    if with_cuda:
+        defines.append("-DSWITCHNERF_WITH_CUDA")
+    name = f"switchnerf_native_{digest}{tag.replace('-', '_')}"
+    try:
+        with FileLock(str(build_dir / "build.lock"), timeout=LOCK_TIMEOUT_S):
+            # load() appends to the flag lists it is given: always pass fresh ones.
+            return cpp_extension.load(
+                name=name,
+                sources=[str(p) for p in files],
+                extra_cflags=_cflags() + defines,
+                extra_cuda_cflags=["-O3", *defines] if with_cuda else None,
+                extra_ldflags=_ldflags(),
+                extra_include_paths=[str(src)],
+                build_directory=str(build_dir),
+                with_cuda=with_cuda,
+                verbose=verbose,
+            )
+    except Timeout as exc:
+        raise RuntimeError(
+            f"waited {LOCK_TIMEOUT_S} s for another process building the native ops in "
+            f"{build_dir}; delete {build_dir / 'build.lock'} if no build is running"
+        ) from exc
