@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from switchnerf.render.composite import render_weights
+from switchnerf.render.composite import render_weights_torch as render_weights
 from switchnerf.render.occupancy import OccupancyGrid
 from switchnerf.render.sampler import march_rays
 

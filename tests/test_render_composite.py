@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from switchnerf.render import composite, exclusive_sum_per_ray, render_packed, render_weights
+from switchnerf.render.composite import render_weights_torch
 
 
 def _packed(counts: list[int], seed: int, sigma_scale: float = 5.0):
@@ -51,11 +52,13 @@ def _inputs():
     return t_starts, t_ends, sigmas, ray_indices
 
 
-def test_weights_and_gradients_match_nerfacc_batched():
+@pytest.mark.parametrize("weights_fn", [render_weights_torch, render_weights],
+                         ids=["torch", "dispatched"])
+def test_weights_and_gradients_match_nerfacc_batched(weights_fn):
     t_starts, t_ends, sigmas, ray_indices = _inputs()
     n = len(COUNTS)
     sig_p = sigmas.clone().requires_grad_(True)
-    w, trans, alphas = render_weights(t_starts, t_ends, sig_p, ray_indices, n)
+    w, trans, alphas = weights_fn(t_starts, t_ends, sig_p, ray_indices, n)
 
     # batched oracle, zero-length padding intervals (dt = 0 -> alpha 0, no effect)
     last_end = torch.zeros(n).scatter_reduce(0, ray_indices, t_ends, "amax")

@@ -1,9 +1,9 @@
 """The single entry point of the hash encoding; picks the backend that runs it.
 
 Every backend takes the same arguments and returns the same numbers as
-:func:`switchnerf.encoding.reference.hash_encode_reference`. Only the
-pure-torch reference exists today; a native backend plugs in at
-:func:`_select_backend`.
+:func:`switchnerf.encoding.reference.hash_encode_reference`: the fused native op
+(:func:`switchnerf.encoding.fused.fused_hash_encode`, CPU and CUDA) where it is built and
+applicable, else the pure-torch reference. ``SWITCHNERF_BACKEND=torch|native`` forces one.
 """
 
 from __future__ import annotations
@@ -19,8 +19,23 @@ EncodeFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", LevelTab
 
 
 def _select_backend(x: torch.Tensor, table: torch.Tensor) -> EncodeFn:
-    """The function that encodes ``x`` [N, 3] with ``table`` [R, F] on their device and dtype."""
-    return hash_encode_reference
+    """The function that encodes ``x`` [N, 3] with ``table`` [R, F] on their device and dtype.
+
+    The fused op gives no gradient w.r.t. ``x`` and runs float32 tables of 1, 2, 4 or 8
+    features; anything else uses the reference.
+    """
+    if (x.requires_grad or x.dtype != torch.float32 or table.dtype != torch.float32
+            or table.dim() != 2 or table.shape[1] not in (1, 2, 4, 8)):
+        return hash_encode_reference
+    from switchnerf.native import load_native, native_available
+
+    if not native_available():
+        return hash_encode_reference
+    if x.is_cuda and not getattr(load_native(), "with_cuda", False):
+        return hash_encode_reference
+    from switchnerf.encoding.fused import fused_hash_encode
+
+    return fused_hash_encode
 
 
 def hash_encode(

@@ -98,6 +98,17 @@ def render_weights(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices
     >>> w, T
     (tensor([0.5000, 0.2500]), tensor([1.0000, 0.5000]))
     """
+    if not sigmas.is_cuda and sigmas.dtype == torch.float32:
+        from switchnerf.native import fused_render_weights, native_available
+
+        if native_available():
+            return fused_render_weights(t_starts, t_ends, sigmas, ray_indices, n_rays)
+    return render_weights_torch(t_starts, t_ends, sigmas, ray_indices, n_rays)
+
+
+def render_weights_torch(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor,
+                         n_rays: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The pure-torch :func:`render_weights` (the oracle of the native op; any device)."""
     tau = sigmas * (t_ends - t_starts)  # [M]
     alphas = 1.0 - torch.exp(-tau)  # [M]
     excl = exclusive_sum_per_ray(tau, ray_indices, n_rays)  # [M] float64

@@ -212,8 +212,8 @@ def march_rays(origins: Tensor, dirs: Tensor, near: Tensor, far: Tensor,
         max_samples_per_ray: keep at most this many first samples per ray (before sigma_fn).
         generator: RNG for the stratified offsets.
         chunk_samples: candidate steps per torch chunk (bounds memory, not the result).
-        backend: "auto" (nerfacc on CUDA when its extension loads, else torch), "torch" or
-            "nerfacc".
+        backend: "auto" (the native CPU op on CPU when built, nerfacc on CUDA when its
+            extension loads, else torch), "torch" or "nerfacc".
 
     Returns:
         :class:`PackedSamples`. With ``sigma_fn = None`` the kept samples equal the
@@ -239,6 +239,14 @@ def march_rays(origins: Tensor, dirs: Tensor, near: Tensor, far: Tensor,
         raise ValueError(f"step_size must be > 0, got {step_size}")
     if backend not in ("auto", "torch", "nerfacc"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'nerfacc', got {backend!r}")
+    if backend == "auto" and not origins.is_cuda:
+        from switchnerf.native import fused_march_rays, native_available
+
+        if native_available():
+            return fused_march_rays(origins, dirs, near, far, grid, step_size=step_size,
+                                    stratified=stratified, sigma_fn=sigma_fn,
+                                    alpha_thre=alpha_thre, early_stop_eps=early_stop_eps,
+                                    max_samples_per_ray=max_samples_per_ray, generator=generator)
     base = near.to(torch.float32)
     if stratified:
         base = base + step_size * torch.rand(n, device=near.device, generator=generator)
