@@ -51,4 +51,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$py" -m pip install -q -e "$root[dev]"
     echo "$want" > "$stamp"
 fi
+
+# Build the native ops once into the on-disk cache (a cached build loads in well under a second).
+if [ "${SWITCHNERF_BACKEND:-auto}" != torch ]; then
+    "$py" - <<'PY' || say "warning: native ops did not build; the slower torch ops will be used"
+import time
+from switchnerf.native import backend_name, native_available
+t = time.perf_counter()
+ok = native_available()
+print(f"[setup] native ops: {backend_name()} ({time.perf_counter() - t:.1f} s)")
+PY
+fi
 say "ready: $venv"
