@@ -9,7 +9,9 @@ setup:
 demo: setup
 	$(PY) -m switchnerf demo
 
-test: setup
+# The viewer's browser test needs chromium: setup installs it when SWITCHNERF_BROWSER=1.
+test:
+	SWITCHNERF_BROWSER=1 bash scripts/setup.sh
 	$(PY) -m pytest
 
 lint: setup

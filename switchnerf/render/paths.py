@@ -1,4 +1,9 @@
-"""Camera paths in the world frame (z up, OpenGL camera axes)."""
+"""Cameras and generated camera paths in the run's world frame (z up, OpenGL camera axes).
+
+Orbits, spirals and tours through training cameras are returned as keyframes
+(``switchnerf.render.camera_path.Keyframe``: c2w float64 [4, 4] and vertical fov); a
+``CameraPath`` turns keyframes into per-frame ``PathCamera`` objects.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ import numpy as np
 
 @dataclass
 class PathCamera:
-    """One frame's camera: c2w float64 [4, 4] (OpenGL axes) and pinhole intrinsics."""
+    """One frame's camera: c2w float64 [4, 4] (world frame, OpenGL axes), pinhole
+    intrinsics in pixels (centres at +0.5), and ray bounds near/far in world units
+    (far = inf: unbounded)."""
 
     c2w: np.ndarray
     fx: float
@@ -19,6 +26,24 @@ class PathCamera:
     cy: float
     width: int
     height: int
+    near: float = 0.0
+    far: float = float("inf")
+
+
+@dataclass
+class Keyframe:
+    """A camera path keyframe: c2w float64 [4, 4] (world frame, OpenGL axes) and the
+    vertical field of view ``fov`` in degrees."""
+
+    c2w: np.ndarray
+    fov: float
+
+
+def camera_from_record(rec) -> PathCamera:
+    """The ``PathCamera`` of a scene ``ImageRecord`` (same pose, intrinsics, size, bounds)."""
+    return PathCamera(np.asarray(rec.c2w, dtype=np.float64), float(rec.fx), float(rec.fy),
+                      float(rec.cx), float(rec.cy), int(rec.width), int(rec.height),
+                      float(rec.near), float(rec.far))
 
 
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
@@ -78,3 +103,84 @@ def scene_orbit(scene, n_frames: int, *, width: int, height: int, fov_y_deg: flo
     altitude = lo[2] + radius * math.tan(math.radians(tilt_deg))
     return orbit_path(center, radius, altitude, n_frames, width=width, height=height,
                       fov_y_deg=fov_y_deg)
+
+
+def orbit_target(scene) -> np.ndarray:
+    """The point orbits look at: the box centre in x, y at the scene's ground altitude
+    (``altitude_range[0]``, world z), float64 [3]."""
+    lo, hi = np.asarray(scene.bbox[0], dtype=np.float64), np.asarray(scene.bbox[1], dtype=np.float64)
+    ground = float(scene.altitude_range[0]) if scene.altitude_range is not None else lo[2]
+    return np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, ground])
+
+
+def orbit_geometry(scene, *, altitude: float | None, tilt_deg: float,
+                   radius_factor: float = 0.75) -> tuple[np.ndarray, float, float]:
+    """Target [3], radius and altitude (world z) of an orbit looking down at ``tilt_deg``.
+
+    Without ``altitude`` the radius is ``radius_factor`` times half the box's ground
+    diagonal and the altitude follows from the tilt; with it, the radius follows:
+    ``radius = (altitude - target_z) / tan(tilt)``.
+    """
+    if not 0.0 < tilt_deg < 90.0:
+        raise ValueError(f"tilt must lie in (0, 90) degrees, got {tilt_deg}")
+    target = orbit_target(scene)
+    tan = math.tan(math.radians(tilt_deg))
+    if altitude is None:
+        lo, hi = np.asarray(scene.bbox[0], dtype=np.float64), np.asarray(scene.bbox[1], dtype=np.float64)
+        radius = radius_factor * 0.5 * float(np.linalg.norm(hi[:2] - lo[:2]))
+        return target, radius, float(target[2] + radius * tan)
+    if altitude <= target[2]:
+        raise ValueError(f"altitude {altitude} must lie above the orbit target at z={target[2]:g}")
+    return target, (altitude - target[2]) / tan, float(altitude)
+
+
+def orbit_keyframes(target, radius: float, altitude: float, n: int, *,
+                    fov_y_deg: float = 50.0) -> list[Keyframe]:
+    """``n`` keyframes evenly spaced on a circle (a closed loop: no repeated end) at world z
+    ``altitude`` around ``target`` [3], each looking at ``target``."""
+    target = np.asarray(target, dtype=np.float64)
+    out = []
+    for k in range(n):
+        a = 2 * math.pi * k / n
+        eye = (target[0] + radius * math.cos(a), target[1] + radius * math.sin(a), altitude)
+        out.append(Keyframe(look_at(eye, target), fov_y_deg))
+    return out
+
+
+def spiral_keyframes(target, radius: float, altitude: float, n: int, *, turns: float = 2.0,
+                     end_fraction: float = 0.5, fov_y_deg: float = 50.0) -> list[Keyframe]:
+    """``n`` keyframes on a spiral at world z ``altitude``: ``turns`` turns around
+    ``target`` [3] with the radius shrinking linearly from ``radius`` to
+    ``end_fraction * radius``, always looking at ``target`` (so the view steepens)."""
+    target = np.asarray(target, dtype=np.float64)
+    out = []
+    for k in range(n):
+        s = k / max(n - 1, 1)
+        a, r = 2 * math.pi * turns * s, radius * (1.0 - (1.0 - end_fraction) * s)
+        eye = (target[0] + r * math.cos(a), target[1] + r * math.sin(a), altitude)
+        out.append(Keyframe(look_at(eye, target), fov_y_deg))
+    return out
+
+
+def training_keyframes(scene, count: int = 8) -> list[Keyframe]:
+    """Up to ``count`` training cameras as keyframes, spread over the training list and
+    ordered as a nearest-neighbour tour of their positions (starting at the first chosen),
+    so the path does not zig-zag. fov = the camera's vertical field of view."""
+    recs = scene.images("train")
+    if not recs:
+        raise ValueError("the scene has no training images")
+    count = max(1, min(count, len(recs)))
+    picks = sorted({round(k * (len(recs) - 1) / max(count - 1, 1)) for k in range(count)})
+    pos = np.stack([np.asarray(recs[i].c2w, dtype=np.float64)[:3, 3] for i in picks])  # [K, 3]
+    order, left = [0], set(range(1, len(picks)))
+    while left:
+        last = pos[order[-1]]
+        nxt = min(left, key=lambda j: float(np.linalg.norm(pos[j] - last)))
+        order.append(nxt)
+        left.remove(nxt)
+    out = []
+    for j in order:
+        rec = recs[picks[j]]
+        fov = math.degrees(2 * math.atan(0.5 * rec.height / rec.fy))
+        out.append(Keyframe(np.asarray(rec.c2w, dtype=np.float64), fov))
+    return out

@@ -1,59 +1,115 @@
-"""Render camera paths of a trained run to frames and a streamed video."""
+"""Render camera paths of a trained run to frames and a streamed video.
+
+A video frame is the requested outputs side by side, uint8 [H, W * len(outputs), 3]:
+``rgb``; ``depth`` (expected depth ``sum(w t) / opacity`` in world units through the turbo
+map, near in blue, with one near/far for the whole video; rays with opacity <= 0.01 black);
+``experts`` (the expert of each ray's highest-weight sample in ``EXPERT_PALETTE``, black:
+no sample); ``opacity`` (grey). Frames are rendered and handed to the video writer one at
+a time, so memory does not grow with the video's length.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from switchnerf.render.palette import colorize_depth, colorize_experts
-from switchnerf.render.paths import PathCamera, scene_orbit
+from switchnerf.errors import SwitchNerfError
+from switchnerf.io_utils import write_json_atomic
+from switchnerf.render.camera_path import CameraPath
+from switchnerf.render.frames_dir import FramesDir
+from switchnerf.render.palette import EXPERT_PALETTE, colorize_depth, colorize_experts
+from switchnerf.render.paths import PathCamera
 from switchnerf.render.volume import render_image_rays
 from switchnerf.scene.types import RayBatch, pixel_rays
 
 OUTPUTS = ("rgb", "depth", "experts", "opacity")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
+DEPTH_CMAP = "turbo"
 
 
 def render_camera(run, cam: PathCamera, *, device="cpu", chunk: int = 8192) -> dict:
-    """Render one camera of a loaded run: rgb, depth, opacity [H*W], expert_map [H*W]."""
+    """Render one camera of a loaded run (mean appearance embedding).
+
+    Returns rgb [H*W, 3], depth [H*W] (``sum w * t``, world units), opacity [H*W],
+    expert_map int64 [H*W] (-1: no sample), row-major pixels. Rays span
+    [cam.near, min(cam.far, 1e10)], like the eval render of a scene image.
+    """
     origins, dirs = pixel_rays(cam.c2w, cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
     n = origins.shape[0]
-    rays = RayBatch(origins, dirs, torch.zeros(n), torch.full((n,), 1e10))
+    rays = RayBatch(origins, dirs, torch.full((n,), float(cam.near)),
+                    torch.full((n,), float(min(cam.far, 1e10))))
     return render_image_rays(run.field, run.grid, rays.to(device), run.box, run.cfg.sampler,
                              chunk=chunk, use_appearance_index=False)
 
 
+def expected_depth(out: dict, min_opacity: float = 0.01) -> torch.Tensor:
+    """``depth / opacity`` [N] where opacity > ``min_opacity``, NaN elsewhere."""
+    op = out["opacity"]
+    safe = torch.where(op > 0, op, torch.ones_like(op))
+    return torch.where(op > min_opacity, out["depth"] / safe, torch.full_like(op, float("nan")))
+
+
 def frame_panels(out: dict, cam: PathCamera, outputs, depth_range) -> np.ndarray:
-    """Side-by-side uint8 [H, W * len(outputs), 3] of the requested outputs."""
+    """Side-by-side uint8 [H, W * len(outputs), 3] of the requested outputs.
+
+    depth_range: (near, far) world units for the depth colour map (see the module doc).
+    """
     h, w = cam.height, cam.width
     panels = []
     for name in outputs:
         if name == "rgb":
             img = out["rgb"].clamp(0, 1).view(h, w, 3).cpu().numpy()
         elif name == "depth":
-            img, _ = colorize_depth(out["depth"].view(h, w).cpu(), *depth_range)
-            img = np.asarray(img)
+            img = colorize_depth(expected_depth(out).view(h, w).cpu(), *depth_range,
+                                 cmap=DEPTH_CMAP)[0].numpy()
         elif name == "experts":
-            img = np.asarray(colorize_experts(out["expert_map"].view(h, w).cpu()))
+            img = colorize_experts(out["expert_map"].view(h, w).cpu()).numpy()
         elif name == "opacity":
             img = out["opacity"].view(h, w, 1).expand(h, w, 3).cpu().numpy()
         else:
-            raise ValueError(f"unknown output {name!r}")
+            raise SwitchNerfError(f"--outputs: unknown output {name!r} (choose from {', '.join(OUTPUTS)})")
         panels.append(np.asarray(img, dtype=np.float32))
     return (np.clip(np.concatenate(panels, axis=1), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def write_video(frames_iter, path: Path, fps: int) -> Path:
-    """Stream uint8 frames to an mp4 (temporary name, renamed when complete)."""
+def estimate_depth_range(run, path: CameraPath, *, device="cpu", samples: int = 5,
+                         max_side: int = 48) -> tuple[float, float]:
+    """A depth range for the whole video: the 2nd and 98th percentiles of the expected depth
+    of rays with opacity > 0.5 over ``samples`` evenly spaced frames rendered small (longest
+    side ``max_side``). Falls back to (0, 1.5 x box diagonal) when nothing is hit."""
+    n = path.n_frames
+    scale = min(1.0, max_side / max(path.width, path.height))
+    w, h = max(4, round(path.width * scale)), max(4, round(path.height * scale))
+    depths = []
+    for i in sorted({round(k * (n - 1) / max(samples - 1, 1)) for k in range(samples)}):
+        cam = path.camera(i)
+        s = w / path.width
+        small = PathCamera(cam.c2w, cam.fx * s, cam.fy * (h / path.height), cam.cx * s,
+                           cam.cy * (h / path.height), w, h, cam.near, cam.far)
+        d = expected_depth(render_camera(run, small, device=device), 0.5)
+        depths.append(d[torch.isfinite(d)].cpu())
+    vals = torch.cat(depths)
+    if vals.numel() < 2:
+        return 0.0, 1.5 * run.box.diagonal
+    near, far = torch.quantile(vals.double(), torch.tensor([0.02, 0.98], dtype=torch.float64)).tolist()
+    return (float(near), float(far)) if far > near else (float(near), float(near) + 1.0)
+
+
+def write_video(frames_iter: Iterable[np.ndarray], path: Path, fps: float) -> Path:
+    """Stream uint8 frames [H, W, 3] (H, W even) to H.264 video; written under a temporary
+    name and renamed when complete, so an existing ``path`` is never left half-written."""
     import imageio.v2 as imageio
 
     from switchnerf.io_utils import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        writer = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=16,
-                                    ffmpeg_log_level="error")
+        writer = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1,
+                                    pixelformat="yuv420p", ffmpeg_log_level="error")
         try:
             for frame in frames_iter:
                 writer.append_data(frame)
@@ -62,24 +118,129 @@ def write_video(frames_iter, path: Path, fps: int) -> Path:
     return path
 
 
+def sidecar_path(out_path: Path) -> Path:
+    """OUT.json beside OUT.mp4: frames, timing, path, depth near/far, expert palette."""
+    return Path(out_path).with_suffix(".json")
+
+
+def check_video_request(path: CameraPath, outputs, out_path: Path) -> None:
+    """Refuse what the encoder cannot do before any rendering starts."""
+    if Path(out_path).suffix.lower() not in VIDEO_SUFFIXES:
+        raise SwitchNerfError(f"--output: {out_path}: expected a video file ({', '.join(VIDEO_SUFFIXES)})")
+    if not outputs:
+        raise SwitchNerfError("--outputs: give at least one of " + ", ".join(OUTPUTS))
+    for name in outputs:
+        if name not in OUTPUTS:
+            raise SwitchNerfError(f"--outputs: unknown output {name!r} (choose from {', '.join(OUTPUTS)})")
+    if path.width % 2 or path.height % 2:
+        raise SwitchNerfError(f"--resolution: {path.width}x{path.height}: width and height must "
+                              "be even for H.264 video (yuv420p)")
+
+
+def _progress(enabled: bool, total: int):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("render"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False)
+
+
+def render_video(run, path: CameraPath, out_path: Path, *, outputs=("rgb",),
+                 frames_dir: Path | None = None, depth_range: tuple[float, float] | None = None,
+                 device="cpu", progress: bool = True,
+                 log: Callable[[str], None] | None = print) -> dict:
+    """Render ``path`` of a loaded run to ``out_path`` (OUT.mp4) and a sidecar OUT.json.
+
+    frames_dir: keep every frame as a PNG there; frames already there (from an interrupted
+    render with the same settings) are reused instead of rendered. depth_range: (near,
+    far) of the depth colour map, or None to estimate it (``estimate_depth_range``).
+    Returns the sidecar dict.
+    """
+    outputs = tuple(outputs)
+    out_path = Path(out_path)
+    check_video_request(path, outputs, out_path)
+    n = path.n_frames
+    shape = (path.height, path.width * len(outputs), 3)
+    settings = {"keyframes": [np.asarray(k.c2w).tolist() + [k.fov] for k in path.keyframes],
+                "size": [path.width, path.height], "frames": n, "loop": path.loop,
+                "interpolation": path.interpolation, "outputs": list(outputs),
+                "checkpoint": str(Path(run.checkpoint).resolve()), "step": run.step,
+                "depth_range": None if depth_range is None else list(depth_range)}
+    store = FramesDir(frames_dir, settings, shape) if frames_dir is not None else None
+    resolved = None
+    if "depth" in outputs:
+        resolved = depth_range
+        if resolved is None and store is not None:
+            resolved = store.manifest.get("depth_range")
+        if resolved is None:
+            resolved = estimate_depth_range(run, path, device=device)
+        resolved = (float(resolved[0]), float(resolved[1]))
+        if log is not None:
+            log(f"depth colour map ({DEPTH_CMAP}): near {resolved[0]:.4g}, far {resolved[1]:.4g} "
+                "world units")
+    if store is not None:
+        store.open({"depth_range": None if resolved is None else list(resolved)})
+    stats = {"rendered": 0, "reused": 0}
+    start = time.perf_counter()
+
+    def frames():
+        with _progress(progress, n) as bar:
+            task = bar.add_task("render", total=n)
+            for i in range(n):
+                frame = store.read(i) if store is not None else None
+                if frame is None:
+                    cam = path.camera(i)
+                    frame = frame_panels(render_camera(run, cam, device=device), cam, outputs,
+                                         resolved)
+                    if store is not None:
+                        store.write(i, frame)
+                    stats["rendered"] += 1
+                else:
+                    stats["reused"] += 1
+                yield frame
+                bar.advance(task)
+
+    write_video(frames(), out_path, path.fps)
+    elapsed = time.perf_counter() - start
+    sidecar = {
+        "video": out_path.name, "frames": n, "fps": path.fps, "seconds": path.seconds,
+        "resolution": [path.width, path.height], "frame_size": [shape[1], shape[0]],
+        "outputs": list(outputs), "panels_left_to_right": list(outputs),
+        "world_frame": "run world: z up, OpenGL camera axes, world units",
+        "path": {"source": path.source, "interpolation": path.interpolation, "loop": path.loop,
+                 "keyframes": len(path.keyframes)},
+        "run": str(Path(run.run_dir).resolve()), "checkpoint": Path(run.checkpoint).name,
+        "step": run.step, "frames_rendered": stats["rendered"], "frames_reused": stats["reused"],
+        "elapsed_s": round(elapsed, 3),
+    }
+    if resolved is not None:
+        sidecar["depth"] = {"colormap": DEPTH_CMAP, "near": resolved[0], "far": resolved[1],
+                            "units": "world", "value": "expected depth sum(w t) / opacity",
+                            "empty": "black (opacity <= 0.01)"}
+    if "experts" in outputs:
+        sidecar["expert_palette"] = [
+            "#" + "".join(f"{round(c * 255):02x}" for c in row)
+            for row in EXPERT_PALETTE[: run.field.n_experts].tolist()]
+    write_json_atomic(sidecar_path(out_path), sidecar)
+    return sidecar
+
+
 def render_demo_video(run_dir: Path, out_path: Path, *, device="cpu", seconds: float = 4.0,
                       fps: int = 12, width: int = 160, height: int = 120) -> Path:
     """The demo's short orbit video: rgb | depth | experts side by side."""
-    from rich.progress import Progress
-
+    from switchnerf.render.paths import orbit_geometry, orbit_keyframes
     from switchnerf.train.run import load_run
 
     run = load_run(run_dir, device=device)
-    cams = scene_orbit(run.scene, int(round(seconds * fps)), width=width, height=height)
-    lo, hi = run.box.lo.cpu().numpy(), run.box.hi.cpu().numpy()
-    depth_range = (0.0, float(np.linalg.norm(hi - lo)) * 1.5)
-
-    def frames():
-        with Progress(transient=True) as bar:
-            task = bar.add_task("video", total=len(cams))
-            for cam in cams:
-                yield frame_panels(render_camera(run, cam, device=device), cam,
-                                   ("rgb", "depth", "experts"), depth_range)
-                bar.advance(task)
-
-    return write_video(frames(), out_path, fps)
+    n = round(seconds * fps)
+    target, radius, altitude = orbit_geometry(run.scene, altitude=None, tilt_deg=35.0)
+    path = CameraPath(orbit_keyframes(target, radius, altitude, n), width, height, seconds, fps,
+                      loop=True, source="orbit")
+    render_video(run, path, out_path, outputs=("rgb", "depth", "experts"), device=device, log=None)
+    return Path(out_path)

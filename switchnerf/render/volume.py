@@ -47,12 +47,16 @@ def step_size(box: BoxFrame, cfg: SamplerConfig) -> float:
 
 
 def render_rays(field, grid: OccupancyGrid, rays: RayBatch, box: BoxFrame, cfg: SamplerConfig,
-                *, stratified: bool = False, use_appearance_index: bool = True) -> dict:
+                *, stratified: bool = False, use_appearance_index: bool = True,
+                prune: bool = True) -> dict:
     """Volume-render a batch of world-frame rays.
 
     Returns a dict: rgb [N,3], depth [N] (expected world t of the samples; 0 where empty),
     opacity [N], expert_map int64 [N] (-1: no sample), n_samples [N], and for the losses
     ``probs`` [M,E], ``expert_id`` [M], ``kept`` [M].
+
+    prune: drop samples that are invisible (alpha below ``cfg.alpha_thre`` or behind
+    transmittance ``cfg.early_stop_eps``) with one extra no-grad density pass.
     """
     ext = box.extent
     o_unit = (rays.origins - box.lo) / ext
@@ -67,7 +71,7 @@ def render_rays(field, grid: OccupancyGrid, rays: RayBatch, box: BoxFrame, cfg: 
     with torch.no_grad():
         samples = march_rays(
             o_unit, d_unit, rays.near, rays.far, grid, step_size=step_size(box, cfg),
-            stratified=stratified, sigma_fn=sigma_fn, alpha_thre=cfg.alpha_thre,
+            stratified=stratified, sigma_fn=sigma_fn if prune else None, alpha_thre=cfg.alpha_thre,
             early_stop_eps=cfg.early_stop_eps, max_samples_per_ray=cfg.max_samples_per_ray)
     ri = samples.ray_indices
     t_mid = 0.5 * (samples.t_starts + samples.t_ends)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -82,7 +81,7 @@ def cmd_train(args) -> int:
 
         viewer = start_training_viewer(trainer, port=args.port)
     try:
-        summary = trainer.train()
+        summary = trainer.train(on_step=None if viewer is None else viewer.on_step)
     finally:
         trainer.close()
         if viewer is not None:

@@ -1,0 +1,169 @@
+"""CLI commands ``render`` (camera path -> video) and ``export`` (point cloud, mesh, cameras).
+
+``switchnerf render RUN --path orbit|spiral|interpolate|FILE.json --output OUT.mp4``
+renders in the run's world frame (z up, world units): ``--altitude`` is a world z,
+``--tilt`` the angle below horizontal at which orbit and spiral cameras look at the scene
+centre (box centre at ground altitude). Camera path files: see
+``switchnerf.render.camera_path_io`` (nerfstudio camera paths and switchnerf keyframes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from switchnerf.errors import SwitchNerfError
+
+PATH_KINDS = ("orbit", "spiral", "interpolate")
+DEFAULT_SECONDS, DEFAULT_FPS, DEFAULT_SIZE = 6.0, 24.0, (320, 240)
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """``"WxH"`` -> (W, H), both positive integers."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SwitchNerfError(f"--resolution: expected WIDTHxHEIGHT, got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise SwitchNerfError(f"--resolution: width and height must be > 0, got {text!r}")
+    return w, h
+
+
+def parse_range(text: str, flag: str) -> tuple[float, float]:
+    """``"NEAR,FAR"`` -> (near, far) with near < far."""
+    try:
+        near, far = (float(v) for v in text.split(","))
+    except ValueError:
+        raise SwitchNerfError(f"{flag}: expected NEAR,FAR, got {text!r}") from None
+    if not near < far:
+        raise SwitchNerfError(f"{flag}: near must be below far, got {text!r}")
+    return near, far
+
+
+def _positive(value, flag: str):
+    if value is not None and not value > 0:
+        raise SwitchNerfError(f"{flag}: must be > 0, got {value:g}")
+    return value
+
+
+def register(sub) -> None:
+    r = sub.add_parser("render", help="render a camera path of a run to a video")
+    r.add_argument("run", type=Path, help="run folder (from switchnerf train)")
+    r.add_argument("--path", required=True,
+                   help="orbit, spiral, interpolate (through training cameras) or a camera "
+                        "path JSON (nerfstudio camera_path or switchnerf keyframes)")
+    r.add_argument("--output", required=True, type=Path, help="video file (.mp4, .mov, .mkv)")
+    r.add_argument("--outputs", default="rgb", help="comma list of rgb, depth, experts, opacity "
+                   "(side by side)")
+    r.add_argument("--seconds", type=float, help=f"duration (default {DEFAULT_SECONDS:g}, or the file's)")
+    r.add_argument("--fps", type=float, help=f"frame rate (default {DEFAULT_FPS:g}, or the file's)")
+    r.add_argument("--resolution", help="WxH of one panel (default 320x240, or the file's)")
+    r.add_argument("--altitude", type=float, help="orbit/spiral camera height, world z")
+    r.add_argument("--tilt", type=float, default=35.0, help="orbit/spiral look-down angle (degrees)")
+    r.add_argument("--fov", type=float, default=50.0, help="orbit/spiral vertical fov (degrees)")
+    r.add_argument("--keyframes", type=int, default=8, help="interpolate: training cameras to pass")
+    r.add_argument("--interpolation", choices=("catmull-rom", "linear"),
+                   help="override the path's interpolation")
+    r.add_argument("--depth-range", help="NEAR,FAR of the depth colour map (world units; "
+                   "default: estimated from a few frames)")
+    r.add_argument("--frames-dir", type=Path, help="keep PNG frames here; resumes an interrupted render")
+    r.add_argument("--save-path", type=Path, help="also write the path as a switchnerf keyframe JSON")
+    r.add_argument("--checkpoint", default="latest", help="latest, best or a path")
+    r.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    r.set_defaults(func=cmd_render)
+
+    from switchnerf.export.commands import register as register_export
+
+    register_export(sub)
+
+
+def build_path(args, scene):
+    """The ``CameraPath`` the render arguments ask for (validated)."""
+    from switchnerf.render.camera_path import CameraPath
+    from switchnerf.render.camera_path_io import load_camera_path
+    from switchnerf.render.paths import (
+        orbit_geometry,
+        orbit_keyframes,
+        spiral_keyframes,
+        training_keyframes,
+    )
+
+    size = parse_resolution(args.resolution) if args.resolution else None
+    kind = args.path
+    if kind not in PATH_KINDS:
+        path = load_camera_path(kind)
+        changes = {k: v for k, v in (("seconds", args.seconds), ("fps", args.fps)) if v is not None}
+        if size is not None:
+            changes.update(width=size[0], height=size[1])
+        if args.interpolation:
+            changes["interpolation"] = args.interpolation
+        return replace(path, **changes) if changes else path
+    seconds = args.seconds if args.seconds is not None else DEFAULT_SECONDS
+    fps = args.fps if args.fps is not None else DEFAULT_FPS
+    n = max(1, round(seconds * fps))
+    if kind == "interpolate":
+        keyframes = training_keyframes(scene, args.keyframes)
+        if size is None:
+            rec = scene.images("train")[0]
+            size = (320, 2 * max(1, round(160 * rec.height / rec.width)))
+        return CameraPath(keyframes, size[0], size[1], seconds, fps,
+                          args.interpolation or "catmull-rom", False, "interpolate training cameras")
+    size = size or DEFAULT_SIZE
+    if not 0 < args.tilt < 90:
+        raise SwitchNerfError(f"--tilt: must lie in (0, 90) degrees, got {args.tilt:g}")
+    if not 0 < args.fov < 180:
+        raise SwitchNerfError(f"--fov: must lie in (0, 180) degrees, got {args.fov:g}")
+    try:
+        target, radius, altitude = orbit_geometry(scene, altitude=args.altitude, tilt_deg=args.tilt)
+    except ValueError as exc:
+        raise SwitchNerfError(f"--altitude: {exc}") from None
+    if kind == "orbit":
+        keyframes = orbit_keyframes(target, radius, altitude, n, fov_y_deg=args.fov)
+    else:
+        keyframes = spiral_keyframes(target, radius, altitude, n, fov_y_deg=args.fov)
+    return CameraPath(keyframes, size[0], size[1], seconds, fps,
+                      args.interpolation or "catmull-rom", kind == "orbit",
+                      f"{kind} altitude {altitude:.4g} tilt {args.tilt:g} radius {radius:.4g}")
+
+
+def cmd_render(args) -> int:
+    from switchnerf.render.camera_path_io import save_camera_path
+    from switchnerf.render.video_job import OUTPUTS, check_video_request, render_video
+    from switchnerf.train.commands import _device
+    from switchnerf.train.run import load_run
+
+    kind = args.path
+    if kind not in PATH_KINDS and not kind.lower().endswith(".json"):
+        raise SwitchNerfError(f"--path: unknown path kind {kind!r} (orbit, spiral, interpolate "
+                              "or a camera path .json file)")
+    _positive(args.seconds, "--seconds")
+    _positive(args.fps, "--fps")
+    if args.resolution:
+        parse_resolution(args.resolution)
+    outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip())
+    for name in outputs:
+        if name not in OUTPUTS:
+            raise SwitchNerfError(f"--outputs: unknown output {name!r} (choose from {', '.join(OUTPUTS)})")
+    depth_range = parse_range(args.depth_range, "--depth-range") if args.depth_range else None
+    if args.keyframes < 1:
+        raise SwitchNerfError(f"--keyframes: must be >= 1, got {args.keyframes}")
+    if kind not in PATH_KINDS:  # a malformed file fails before the model is loaded
+        from switchnerf.render.camera_path_io import load_camera_path
+
+        load_camera_path(kind)
+    device = _device(args.device)
+    run = load_run(args.run, device=device, which=args.checkpoint)
+    path = build_path(args, run.scene)
+    check_video_request(path, outputs, args.output)
+    if args.save_path is not None:
+        save_camera_path(args.save_path, path)
+        print(f"camera path: {args.save_path}")
+    print(f"rendering {path.n_frames} frames ({path.seconds:g} s at {path.fps:g} fps) of "
+          f"{path.width}x{path.height} x {len(outputs)} panel(s): {path.source}")
+    info = render_video(run, path, args.output, outputs=outputs, frames_dir=args.frames_dir,
+                        depth_range=depth_range, device=device)
+    reused = f", {info['frames_reused']} reused from {args.frames_dir}" if info["frames_reused"] else ""
+    print(f"video: {args.output} ({info['frames']} frames in {info['elapsed_s']:.1f} s{reused}); "
+          f"info: {Path(args.output).with_suffix('.json')}")
+    return 0
+

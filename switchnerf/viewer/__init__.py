@@ -1,0 +1,38 @@
+"""The browser viewer (viser): renders a run or a live training at each browser's camera.
+
+Public API (implementation modules are private to the package):
+
+- :class:`ViewerServer`: serve a ``LoadedRun`` or a ``Trainer``;
+- camera frames: :func:`path_camera_from_viser`, :func:`viser_from_path_camera`,
+  :func:`c2w_from_viser`, :func:`viser_from_c2w`, :class:`ViserPose`;
+- :func:`render_view` / :func:`output_image`: what a client's frame is made of;
+- camera-path files of the editor: :func:`save_path`, :func:`load_path` (paths themselves
+  are ``switchnerf.render.camera_path.CameraPath``).
+
+The CLI lives in ``switchnerf.viewer_cli`` (``switchnerf view``, ``train --viewer``).
+"""
+
+from switchnerf.viewer.frames import (
+    ViserPose,
+    c2w_from_viser,
+    path_camera_from_viser,
+    viser_from_c2w,
+    viser_from_path_camera,
+)
+from switchnerf.viewer.path_files import load_path, save_path
+from switchnerf.viewer.render import OUTPUTS, output_image, render_view
+from switchnerf.viewer.server import ViewerServer
+
+__all__ = [
+    "OUTPUTS",
+    "ViewerServer",
+    "ViserPose",
+    "c2w_from_viser",
+    "load_path",
+    "output_image",
+    "path_camera_from_viser",
+    "render_view",
+    "save_path",
+    "viser_from_c2w",
+    "viser_from_path_camera",
+]

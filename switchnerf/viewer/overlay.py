@@ -1,0 +1,188 @@
+"""Scene overlays drawn by the browser over the rendered background (world frame, z up).
+
+- camera frustums of the training (dark) and validation (orange) images; clicking one
+  shows its image, downscaled to ``THUMB_SIDE`` pixels on the longer side;
+- the foreground box (12 edges);
+- partition cells: ``partition.json`` beside the scene's ray store or partition folder,
+  else a grid from the config (``fixed_grid`` for fixed routing, else the scene's grid);
+- the expert-region point cloud: centres of occupied occupancy-grid cells (the densest
+  cells when none is occupied yet), coloured by the expert ``field.route`` picks there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from switchnerf.errors import SwitchNerfError
+from switchnerf.render.palette import EXPERT_PALETTE
+from switchnerf.viewer.frames import viser_from_c2w
+
+__all__ = ["THUMB_SIDE", "box_edges", "expert_points", "find_partition", "partition_lines",
+           "thumbnail"]
+
+THUMB_SIDE = 160
+MAX_FRUSTUMS = 400
+MAX_POINTS = 30000
+
+
+def box_edges(lo, hi) -> np.ndarray:
+    """The 12 edges of an axis-aligned box: float32 [12, 2, 3] world frame."""
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    corners = np.array([[(hi if (k >> a) & 1 else lo)[a] for a in range(3)] for k in range(8)])
+    edges = [(i, i | (1 << a)) for i in range(8) for a in range(3) if not (i >> a) & 1]
+    return np.stack([corners[[i, j]] for i, j in edges]).astype(np.float32)
+
+
+def find_partition(scene, cfg):
+    """The scene's saved partition, else one made from the config's grid (never saved)."""
+    from switchnerf.scene.partition import Partition, make_partition
+
+    root = Path(scene.root) / ".switchnerf"
+    for path in (root / "store" / "partition.json", root / "partition" / "partition.json"):
+        if path.is_file():
+            return Partition.load(path)
+    routing = cfg.model.routing
+    grid = tuple(routing.fixed_grid) if routing.kind == "fixed" else tuple(scene.partition_grid)
+    return make_partition(scene, grid)
+
+
+def partition_lines(partition) -> np.ndarray:
+    """Cell borders of a grid partition at its ground altitude: float32 [K, 2, 3].
+
+    Cells of a regular centroid grid are the rectangles between the midlines of
+    neighbouring centroids, bounded by the partition's box.
+    """
+    rows, cols = partition.grid
+    (x0, y0, z), (x1, y1, _) = partition.bbox
+    xs = np.linspace(x0, x1, cols + 1)
+    ys = np.linspace(y0, y1, rows + 1)
+    segs = [[[x, y0, z], [x, y1, z]] for x in xs] + [[[x0, y, z], [x1, y, z]] for y in ys]
+    return np.asarray(segs, dtype=np.float32)
+
+
+@torch.no_grad()
+def expert_points(field, grid, box, *, max_points: int = MAX_POINTS,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Points where the field is dense and the expert of each.
+
+    Returns points float32 [P, 3] (world frame: cell centres of occupied occupancy-grid
+    cells, at most ``max_points``, a seeded random subset) and expert ids int64 [P] from
+    ``field.route`` at those points (unit-cube frame).
+    """
+    occ = grid.binary.reshape(-1)
+    ids = torch.nonzero(occ)[:, 0]
+    if ids.numel() == 0:  # untrained grid: the densest 2% of the cells
+        k = max(1, grid.n_cells // 50)
+        ids = torch.topk(grid.density, k).indices
+    gen = torch.Generator().manual_seed(seed)
+    if ids.numel() > max_points:
+        ids = ids[torch.randperm(ids.numel(), generator=gen)[:max_points].to(ids.device)]
+    coords = grid.cell_coords(ids).to(torch.float32)  # [P, 3]
+    unit = (coords + 0.5) / grid.resolution.to(torch.float32)  # [P, 3] unit cube
+    expert = field.route(unit).expert_id  # [P]
+    world = box.lo + unit * box.extent  # [P, 3]
+    return world.cpu().numpy().astype(np.float32), expert.cpu().numpy().astype(np.int64)
+
+
+def thumbnail(image: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
+    """uint8 [H, W, 3] downscaled (never up) so the longer side is at most ``side``."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    s = min(1.0, side / max(h, w))
+    if s >= 1.0:
+        return image
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+
+
+class SceneOverlay:
+    """Creates and toggles the overlay nodes on a viser server.
+
+    Args:
+        server: the ``viser.ViserServer``.
+        model: a loaded run or trainer (``scene``, ``field``, ``grid``, ``box``, ``cfg``).
+        on_image: called with (title, uint8 image) when a frustum is clicked.
+    """
+
+    def __init__(self, server, model, *, on_image: Callable[[str, np.ndarray], None],
+                 lock: Callable | None = None) -> None:
+        self.server, self.model, self._on_image = server, model, on_image
+        self._lock = lock
+        scene = model.scene
+        lo, hi = model.box.lo.cpu().numpy(), model.box.hi.cpu().numpy()
+        self.scale = 0.04 * float(np.linalg.norm(hi - lo))
+        self.frustums = self._add_frustums(scene)
+        self.box = server.scene.add_line_segments(
+            "/overlay/box", box_edges(lo, hi), (240, 200, 40), thickness=2.0,
+            thickness_units="screen")
+        self.partition = None
+        try:
+            part = find_partition(scene, model.cfg)
+        except (ValueError, OSError) as exc:  # no cameras, unreadable partition
+            print(f"viewer: no partition overlay ({exc})")
+        else:
+            self.partition = server.scene.add_line_segments(
+                "/overlay/partition", partition_lines(part), (60, 200, 255), thickness=2.0,
+                thickness_units="screen", visible=False)
+        self.points = None
+        self.refresh_points()
+
+    def _add_frustums(self, scene) -> list:
+        handles = []
+        for split, color in (("train", (30, 30, 30)), ("val", (240, 120, 20))):
+            recs = scene.images(split) if split in scene.frames else []
+            step = max(1, math.ceil(len(recs) / MAX_FRUSTUMS))
+            for i in range(0, len(recs), step):
+                r = recs[i]
+                wxyz, pos = viser_from_c2w(r.c2w)
+                h = self.server.scene.add_camera_frustum(
+                    f"/overlay/cameras/{split}_{i:05d}", fov=2 * math.atan(0.5 * r.height / r.fy),
+                    aspect=r.width / r.height, scale=self.scale, thickness=1.5,
+                    thickness_units="screen", color=color, wxyz=wxyz, position=pos)
+                h.on_click(self._click_handler(scene, split, i, h))
+                handles.append(h)
+        return handles
+
+    def _click_handler(self, scene, split: str, i: int, handle):
+        def clicked(_event) -> None:
+            try:
+                img = thumbnail(scene.load_image(split, i))
+            except (SwitchNerfError, OSError) as exc:  # a bad file must not stop the viewer
+                print(f"viewer: cannot show {split} image {i}: {exc}")
+                return
+            handle.image = img
+            self._on_image(f"{split} image {i}: {Path(scene.images(split)[i].image_path).name}",
+                           img)
+        return clicked
+
+    def refresh_points(self) -> None:
+        """(Re)build the expert-region point cloud from the current occupancy grid."""
+        m = self.model
+        ctx = self._lock() if self._lock is not None else None
+        if ctx is not None:
+            with ctx:
+                pts, experts = expert_points(m.field, m.grid, m.box)
+        else:
+            pts, experts = expert_points(m.field, m.grid, m.box)
+        colors = (EXPERT_PALETTE[np.clip(experts, 0, EXPERT_PALETTE.shape[0] - 1)].numpy()
+                  * 255).astype(np.uint8)
+        visible = False if self.points is None else self.points.visible
+        size = 0.6 * float(m.box.extent.max()) / float(m.grid.res[0])
+        self.points = self.server.scene.add_point_cloud(
+            "/overlay/experts", pts, colors, point_size=size, visible=visible)
+
+    def set_visible(self, what: str, visible: bool) -> None:
+        """what: "cameras", "box", "partition" or "experts"."""
+        if what == "cameras":
+            for h in self.frustums:
+                h.visible = visible
+        else:
+            handle = {"box": self.box, "partition": self.partition, "experts": self.points}[what]
+            if handle is not None:
+                handle.visible = visible

@@ -1,0 +1,253 @@
+"""The viewer: a viser server rendering the field at each browser's camera.
+
+The viser scene's world frame is the project's world frame (z up; ``set_up_direction``
+"+z"); browser cameras convert to project cameras with ``switchnerf.viewer.frames``. Each
+client gets a ``ClientSession`` (progressive, abandoning stale renders); all renders and,
+while training, the trainer share the model through one ``ComputeGate``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from switchnerf.render.paths import scene_orbit
+from switchnerf.viewer.compute import ComputeGate
+from switchnerf.viewer.frames import ViserPose
+from switchnerf.viewer.gui import LiveStats, ViewerGui
+from switchnerf.viewer.overlay import SceneOverlay
+from switchnerf.viewer.path_editor import PathEditor
+from switchnerf.viewer.render import DEFAULT_CHUNK, output_image, render_view
+from switchnerf.viewer.session import ClientSession, RenderSettings
+
+__all__ = ["ViewerServer"]
+
+
+class ViewerServer:
+    """Serve ``model`` (a ``LoadedRun`` or a ``Trainer``: ``field``, ``grid``, ``box``,
+    ``cfg``, ``scene``) to browsers.
+
+    Args:
+        host, port: where to listen (loopback by default; port 0: any free port).
+        run_dir: the run folder (camera paths and videos go there); None: no saving.
+        training: a training loop shares the model; call :meth:`on_step` from it.
+        max_side: initial longer side of still renders in pixels (default: 256 on CPU,
+            768 on CUDA).
+        verbose: let viser log connections.
+    """
+
+    def __init__(self, model, *, host: str = "127.0.0.1", port: int = 7007,
+                 run_dir: Path | None = None, training: bool = False,
+                 max_side: int | None = None, verbose: bool = False) -> None:
+        import viser
+
+        self.model = model
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        field = model.field
+        self.n_experts = int(field.n_experts)
+        on_cuda = next(field.parameters()).device.type == "cuda"
+        self.settings = RenderSettings(max_side=max_side or (768 if on_cuda else 256),
+                                       preview_side=128 if on_cuda else 64)
+        self.gate = ComputeGate(training=training)
+        self.chunk = DEFAULT_CHUNK  # rays per render step between staleness checks
+        self.stats = LiveStats(step=int(getattr(model, "step", 0)), training=training)
+        self.sessions: dict[int, ClientSession] = {}
+        self._sessions_lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._last_step_end: float | None = None
+        self._last_refresh = time.perf_counter()
+        self._rate_window: list[tuple[float, int]] = []
+
+        self.server = viser.ViserServer(host=host, port=port, verbose=verbose)
+        self.server.gui.set_panel_label("switchnerf")
+        self.server.scene.set_up_direction("+z")
+        self._initial_camera()
+        self.gui = ViewerGui(self.server, settings=self.settings, gate=self.gate,
+                             n_experts=self.n_experts, training=training,
+                             refresh=self.refresh_all)
+        scale = 0.04 * float(model.box.diagonal)
+        with self.gui.tabs.add_tab("Scene"):
+            self._overlay_gui()
+            self.overlay = SceneOverlay(self.server, model, on_image=self._show_image,
+                                        lock=self.gate.use)
+        with self.gui.tabs.add_tab("Camera path"):
+            self.editor = PathEditor(self.server, run_dir=self.run_dir,
+                                     render_video=self._render_video if self.run_dir else None,
+                                     scale=scale)
+        self.server.on_client_connect(self._connect)
+        self.server.on_client_disconnect(self._disconnect)
+        self._ticker = threading.Thread(target=self._tick, name="switchnerf-view-stats",
+                                        daemon=True)
+        self._ticker.start()
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def port(self) -> int:
+        return self.server.get_port()
+
+    @property
+    def url(self) -> str:
+        host = self.server.get_host()
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return f"http://{shown}:{self.port}"
+
+    def _initial_camera(self) -> None:
+        scene = self.model.scene
+        cam = scene_orbit(scene, 8, width=4, height=3)[5]
+        cfg = self.server.initial_camera
+        cfg.position = tuple(cam.c2w[:3, 3])
+        cfg.look_at = tuple(cam.c2w[:3, 3] - cam.c2w[:3, 2])
+        cfg.up = (0.0, 0.0, 1.0)
+        cfg.fov = math.radians(50.0)
+        diag = float(self.model.box.diagonal)
+        cfg.near, cfg.far = 1e-3 * diag, 20.0 * diag
+
+    def _overlay_gui(self) -> None:
+        gui = self.server.gui
+        toggles = {"cameras": True, "box": True, "partition": False, "experts": False}
+        labels = {"cameras": "Training cameras", "box": "Foreground box",
+                  "partition": "Partition cells", "experts": "Expert regions"}
+        for key, on in toggles.items():
+            box = gui.add_checkbox(labels[key], on)
+            box.on_update(lambda e, key=key: self.overlay.set_visible(key, e.target.value))
+        refresh = gui.add_button("Refresh expert regions")
+        refresh.on_click(lambda _: self.overlay.refresh_points())
+        self.clicked_title = gui.add_markdown("Click a camera to see its image.")
+        self.clicked_image = gui.add_image(np.zeros((2, 2, 3), np.uint8), visible=False)
+
+    def _show_image(self, title: str, image: np.ndarray) -> None:
+        self.clicked_title.content = title
+        self.clicked_image.image = image
+        self.clicked_image.visible = True
+
+    # ------------------------------------------------------------------ clients
+    def render_image(self, cam, stale=None):
+        """The render callback of the sessions: (uint8 [H, W, 3] or None, info)."""
+        out = render_view(self.model, cam, chunk=self.chunk, stale=stale, lock=self.gate.chunk)
+        if out is None:
+            return None, {}
+        s = self.settings
+        return output_image(out, s.output, cam.width, cam.height, n_experts=self.n_experts,
+                            depth_range=s.depth_range)
+
+    def _connect(self, client) -> None:
+        def send(image: np.ndarray) -> None:
+            if client.client_id not in self.sessions:  # disconnected while rendering
+                return
+            client.scene.set_background_image(image, format="jpeg",
+                                              jpeg_quality=self.settings.jpeg_quality)
+
+        session = ClientSession(client.client_id, render=self.render_image, send=send,
+                                settings=self.settings, gate_wanting=self.gate.wanting)
+        with self._sessions_lock:
+            if self._stopped.is_set():
+                session.close()
+                return
+            self.sessions[client.client_id] = session
+
+        def moved(camera) -> None:
+            if camera.image_height <= 0 or camera.image_width <= 0 or camera.fov <= 0:
+                return
+            session.camera_moved(ViserPose(camera.wxyz, camera.position, camera.fov,
+                                           camera.aspect))
+
+        async def moved_async(camera) -> None:  # in the event loop: camera order is kept
+            moved(camera)
+
+        client.camera.on_update(moved_async)
+        # viser runs this connect callback in a worker, possibly after the first camera
+        # message was dispatched: render that camera now.
+        moved(client.camera)
+
+    def _disconnect(self, client) -> None:
+        with self._sessions_lock:
+            session = self.sessions.pop(client.client_id, None)
+        if session is not None:
+            session.close()
+
+    def refresh_all(self) -> None:
+        """Re-render every client's view (settings or model changed)."""
+        with self._sessions_lock:
+            sessions = list(self.sessions.values())
+        for s in sessions:
+            s.refresh()
+        self._last_refresh = time.perf_counter()
+
+    def _render_video(self, path, name: str, outputs) -> Path:
+        from switchnerf.viewer.video import render_path_video
+
+        return render_path_video(self.model, path, self.run_dir, name, outputs=outputs,
+                                 lock=self.gate.use)
+
+    # ------------------------------------------------------------------ stats
+    def _tick(self) -> None:
+        """Refresh the stats panel twice a second."""
+        while not self._stopped.wait(0.5):
+            with self._sessions_lock:
+                sessions = list(self.sessions.values())
+            now = time.perf_counter()
+            rays = sum(s.stats.rays for s in sessions)
+            self._rate_window.append((now, rays))
+            self._rate_window = [(t, r) for t, r in self._rate_window if now - t <= 3.0]
+            (t0, r0), (t1, r1) = self._rate_window[0], self._rate_window[-1]
+            if t1 > t0 and r1 >= r0:
+                self.stats.render_rays_per_s = (r1 - r0) / (t1 - t0)
+            info = next((s.stats.last_info for s in sessions if s.stats.last_info), {})
+            if not self.stats.training and "share" in info:
+                self.stats.load = info["share"]
+            self.stats.paused = self.gate.paused
+            try:
+                self.gui.show_stats(self.stats)
+                self.gui.show_info(info)
+            except Exception:  # the server went away under us while stopping
+                if self._stopped.is_set():
+                    return
+                raise
+
+    # ------------------------------------------------------------------ training
+    def begin_training(self) -> None:
+        """The training thread now owns the model (call before the first step)."""
+        self.gate.begin_training()
+        self._last_step_end = time.perf_counter()
+
+    def on_step(self, trainer, stats) -> None:
+        """The trainer's ``on_step`` callback: record stats, lend time to renders, pause."""
+        now = time.perf_counter()
+        step_s = now - (self._last_step_end or now)
+        st = self.stats
+        st.step = int(trainer.step)
+        if step_s > 0:
+            rate = trainer.cfg.train.rays_per_step / step_s
+            st.train_rays_per_s = rate if st.train_rays_per_s is None else (
+                0.9 * st.train_rays_per_s + 0.1 * rate)
+        if not stats.skipped:
+            st.psnr = stats.psnr if st.psnr is None else 0.9 * st.psnr + 0.1 * stats.psnr
+        if stats.load:
+            st.load = list(stats.load)
+        if now - self._last_refresh > 3.0:  # show training progress in idle views
+            self.refresh_all()
+        self.gate.yield_to_renders(
+            step_s, should_stop=lambda: bool(getattr(trainer, "_stop_requested", False)))
+        self._last_step_end = time.perf_counter()
+
+    # ------------------------------------------------------------------ shutdown
+    def stop(self) -> None:
+        """Stop renders (abandoned at their next chunk), join every thread, stop viser."""
+        with self._sessions_lock:
+            if self._stopped.is_set():
+                return
+            self._stopped.set()
+            sessions = list(self.sessions.values())
+            self.sessions.clear()
+        self.gate.close()
+        for s in sessions:
+            s.close()
+        self.editor.close()
+        self._ticker.join(5.0)
+        if self.gate.training:
+            self.gate.end_training()
+        self.server.stop()

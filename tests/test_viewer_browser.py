@@ -1,0 +1,68 @@
+"""A real browser loads the viewer page and shows the rendered field behind the scene.
+
+Headless Chromium (the system package; ``scripts/setup.sh`` installs it when
+``SWITCHNERF_BROWSER=1``, as ``make test`` does) is driven by Python playwright and
+waited on in real time (no virtual time: the page must connect, send its camera, and
+receive the server's render).
+"""
+
+import io
+import shutil
+import time
+
+import numpy as np
+import pytest
+from _viewer_run import free_port, make_run
+from PIL import Image
+
+from switchnerf.viewer import ViewerServer
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync",
+                  # WebGL through the software rasteriser (no GPU in CI)
+                  "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium not found on PATH; `SWITCHNERF_BROWSER=1 scripts/setup.sh` "
+                    "(run by `make test`) installs the Debian package")
+    return exe
+
+
+def test_browser_shows_rendered_background(tmp_path):
+    exe = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with pytest.MonkeyPatch.context() as mp:
+        run = make_run(tmp_path, mp)
+    viewer = ViewerServer(run, port=free_port(), max_side=96)
+    viewer.settings.output = "expert map"  # strong colours: unmistakably not blank
+    for what in ("cameras", "box"):
+        viewer.overlay.set_visible(what, False)
+    try:
+        with sync_playwright() as p:
+            # playwright adds --headless and a fresh temporary --user-data-dir itself.
+            browser = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 800, "height": 600})
+                page.goto(viewer.url)
+                deadline = time.time() + 90
+                while time.time() < deadline:  # real time: the page connects and asks
+                    if any(s.stats.full_frames for s in list(viewer.sessions.values())):
+                        break
+                    page.wait_for_timeout(200)
+                assert any(s.stats.full_frames for s in list(viewer.sessions.values())), \
+                    "the browser never received a full-resolution render"
+                page.wait_for_timeout(1500)  # decode and draw the last image
+                shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
+            finally:
+                browser.close()
+    finally:
+        viewer.stop()
+    # The canvas away from the control panel (right) and notifications (top left).
+    region = shot[200:560, 80:420].astype(np.float64)
+    assert region.std() > 20.0, f"background looks blank (std {region.std():.1f})"
+    assert region.mean() < 235.0, "background is white: no render drawn"

@@ -1,0 +1,218 @@
+"""The viewer server: clean start / stop, a websocket client driving a camera, progressive
+renders, abandoned renders on disconnect, the training callback's time sharing."""
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+from _viewer_run import free_port, make_run
+
+from switchnerf.render.paths import PathCamera
+from switchnerf.viewer import ViewerServer
+from switchnerf.viewer.compute import ComputeGate
+from switchnerf.viewer.frames import ViserPose, path_camera_from_viser, render_size, viser_from_c2w
+from switchnerf.viewer.probe import ProbeClient
+from switchnerf.viewer.render import output_image, render_view
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        yield make_run(tmp_path_factory.mktemp("viewer_server"), mp)
+
+
+def _threads_settle(before: set, timeout: float = 10.0) -> set:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        extra = {t for t in threading.enumerate() if t.ident not in before and t.is_alive()}
+        if not extra:
+            return set()
+        time.sleep(0.1)
+    return {t.name for t in extra}
+
+
+def test_server_starts_on_free_port_and_stops_without_leftover_threads(run):
+    before = {t.ident for t in threading.enumerate()}
+    port = free_port()
+    viewer = ViewerServer(run, port=port, run_dir=run.run_dir)
+    try:
+        assert viewer.port == port
+        assert viewer.url == f"http://127.0.0.1:{port}"
+        assert viewer.server.get_host() == "127.0.0.1"
+    finally:
+        viewer.stop()
+    assert _threads_settle(before) == set()
+
+
+def _camera(run, k=2):
+    rec = run.scene.images("train")[k]
+    wxyz, pos = viser_from_c2w(rec.c2w)
+    return wxyz, pos, 2 * math.atan(0.5 * rec.height / rec.fy)
+
+
+def test_websocket_client_gets_preview_then_full_render_of_its_camera(run):
+    viewer = ViewerServer(run, port=free_port(), run_dir=run.run_dir, max_side=48)
+    viewer.settings.preview_side = 16
+    client = ProbeClient(f"ws://127.0.0.1:{viewer.port}")
+    try:
+        wxyz, pos, fov = _camera(run)
+        client.send_camera(wxyz, pos, fov=fov, width=640, height=480)
+        preview = client.wait_background(30.0)
+        assert preview is not None and preview.shape == (12, 16, 3)
+        full = client.wait_background(30.0)
+        assert full is not None and full.shape == (36, 48, 3)
+        # The image is the field at that camera (JPEG: compare loosely).
+        cam = path_camera_from_viser(ViserPose(wxyz, pos, fov, 640 / 480), 48, 36)
+        expect, _ = output_image(render_view(run, cam), "rgb", 48, 36, n_experts=4)
+        assert np.abs(full.astype(float) - expect.astype(float)).mean() < 8.0
+        assert full.std() > 10.0
+        session = next(iter(viewer.sessions.values()))
+        assert session.stats.full_frames >= 1 and session.idle
+        # Changing the output re-renders at full resolution without a preview.
+        viewer.gui.output.value = "expert map"
+        deadline = time.time() + 20
+        while viewer.settings.output != "expert map" and time.time() < deadline:
+            time.sleep(0.05)
+        img = client.wait_background(30.0)
+        assert img is not None and img.shape == (36, 48, 3)
+    finally:
+        client.close()
+        viewer.stop()
+
+
+def test_client_disconnect_mid_render_leaves_no_thread(run):
+    before = {t.ident for t in threading.enumerate()}
+    viewer = ViewerServer(run, port=free_port(), max_side=256)
+    viewer.settings.settle_s = 0.0
+    started = threading.Event()
+    render = viewer.render_image
+
+    def slow_render(cam, stale=None):  # a render that takes many chunks
+        started.set()
+        out = render_view(viewer.model, cam, chunk=64, stale=stale, lock=viewer.gate.chunk)
+        return (None, {}) if out is None else (np.zeros((cam.height, cam.width, 3), np.uint8), {})
+
+    viewer.render_image = slow_render
+    try:
+        client = ProbeClient(f"ws://127.0.0.1:{viewer.port}")
+        wxyz, pos, fov = _camera(run)
+        viewer.settings.preview_side = 256  # even the first render is long
+        client.send_camera(wxyz, pos, fov=fov, width=400, height=300)
+        assert started.wait(30.0)
+        client.close()
+        deadline = time.time() + 20
+        while viewer.sessions and time.time() < deadline:
+            time.sleep(0.05)
+        assert not viewer.sessions
+    finally:
+        viewer.render_image = render
+        viewer.stop()
+    assert _threads_settle(before) == set()
+
+
+def test_render_made_stale_by_camera_move_is_abandoned(run):
+    viewer = ViewerServer(run, port=free_port(), max_side=160)
+    viewer.settings.preview_side = 160
+    viewer.chunk = 512  # many staleness checks per image
+    client = ProbeClient(f"ws://127.0.0.1:{viewer.port}")
+    try:
+        wxyz, pos, fov = _camera(run, 0)
+        for k in range(6):  # a burst of camera moves
+            client.send_camera(wxyz, pos + 0.01 * k, fov=fov, width=400, height=300)
+            time.sleep(0.02)
+        assert client.wait_background(60.0) is not None
+        deadline = time.time() + 60
+        session = None
+        while time.time() < deadline:
+            session = next(iter(viewer.sessions.values()), None)
+            if session is not None and session.idle:
+                break
+            time.sleep(0.05)
+        assert session is not None and session.idle
+        assert session.stats.abandoned >= 1
+        assert session.stats.frames < 6 + 1
+    finally:
+        client.close()
+        viewer.stop()
+
+
+class _FakeTrainer:
+    def __init__(self, run):
+        self.field, self.grid, self.box, self.cfg, self.scene = (run.field, run.grid, run.box,
+                                                                 run.cfg, run.scene)
+        self.step = 0
+        self.run_dir = run.run_dir
+        self._stop_requested = False
+
+
+class _Stats:
+    psnr, skipped, load = 20.0, False, [0.25, 0.25, 0.25, 0.25]
+
+
+def test_training_callback_lends_time_to_renders_and_pauses(run):
+    trainer = _FakeTrainer(run)
+    viewer = ViewerServer(trainer, port=free_port(), run_dir=run.run_dir, training=True)
+    try:
+        viewer.begin_training()
+        viewer.gate.render_share = 0.5
+        rendered = []
+
+        def renderer():
+            with viewer.gate.wanting(), viewer.gate.chunk():
+                rendered.append(time.perf_counter())
+
+        t = threading.Thread(target=renderer)
+        t.start()
+        time.sleep(0.1)
+        assert not rendered  # the trainer holds the model between steps
+        trainer.step = 1
+        viewer.on_step(trainer, _Stats())
+        t.join(5.0)
+        assert rendered and viewer.stats.step == 1 and viewer.stats.load == _Stats.load
+        # Paused: on_step blocks (renders run) until resumed.
+        viewer.gate.set_paused(True)
+        done = threading.Event()
+        th = threading.Thread(target=lambda: (viewer.on_step(trainer, _Stats()), done.set()))
+        th.start()
+        time.sleep(0.3)
+        assert not done.is_set()
+        with viewer.gate.chunk():  # renders get the model while paused
+            pass
+        viewer.gate.set_paused(False)
+        assert done.wait(5.0)
+        th.join()
+    finally:
+        viewer.stop()
+
+
+def test_compute_gate_returns_at_once_when_no_render_waits():
+    gate = ComputeGate(training=True, render_share=0.9)
+    gate.begin_training()
+    t0 = time.perf_counter()
+    assert gate.yield_to_renders(1.0) == 0.0
+    assert time.perf_counter() - t0 < 0.05
+    gate.close()
+    gate.end_training()
+
+
+def test_path_camera_used_by_viewer_is_a_pathcamera(run):
+    wxyz, pos, fov = _camera(run)
+    w, h = render_size(4 / 3, 32)
+    cam = path_camera_from_viser(ViserPose(wxyz, pos, fov, 4 / 3), w, h)
+    assert isinstance(cam, PathCamera) and (cam.width, cam.height) == (32, 24)
+
+
+def test_render_callback_returns_the_offline_renderers_image(run):
+    from switchnerf.render.video_job import render_camera
+
+    rec = run.scene.images("val")[0]
+    cam = PathCamera(rec.c2w, rec.fx, rec.fy, rec.cx, rec.cy, rec.width, rec.height)
+    viewer = ViewerServer(run, port=free_port())
+    try:
+        img, _ = viewer.render_image(cam)
+    finally:
+        viewer.stop()
+    offline = render_camera(run, cam)["rgb"].clamp(0, 1).view(rec.height, rec.width, 3)
+    assert np.array_equal(img, (offline.numpy() * 255 + 0.5).astype(np.uint8))
