@@ -108,6 +108,10 @@ class SamplerConfig:
     warmup_steps: int = 256
     ema_decay: float = 0.95
     max_samples_per_ray: int = 1024
+    # Evaluate density once more before training passes to drop invisible samples (nerfacc's
+    # sigma_fn). In aerial scenes few samples lie behind surfaces, so this mostly costs time;
+    # rendering always prunes.
+    prune_in_training: bool = False
 
 
 @dataclass

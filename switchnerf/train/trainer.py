@@ -139,7 +139,8 @@ class Trainer:
         batch = batch.to(self.device)
         autocast = self.device.type == "cuda" and cfg.train.mixed_precision
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = render_rays(self.field, self.grid, batch, self.box, cfg.sampler, stratified=True)
+            out = render_rays(self.field, self.grid, batch, self.box, cfg.sampler, stratified=True,
+                              prune=cfg.sampler.prune_in_training)
         mse = torch.mean((out["rgb"].float() - batch.rgb) ** 2)
         n_exp = self.field.n_experts
         use_balance = cfg.model.routing.kind == "gate" and n_exp > 1
