@@ -18,17 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="City-scale NeRF as a heterogeneous mixture of hash experts (Switch-NeRF++).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    from switchnerf.render.cli import register as register_render
     from switchnerf.scene.cli import register as register_scene
     from switchnerf.train.commands import register as register_train
+    from switchnerf.viewer_cli import register as register_view
 
-    register_scene(sub)
-    register_train(sub)
-    for name in ("switchnerf.viewer_cli", "switchnerf.render.cli"):
-        try:
-            module = __import__(name, fromlist=["register"])
-        except ImportError:
-            continue
-        module.register(sub)
+    for register in (register_scene, register_train, register_view, register_render):
+        register(sub)
     return parser
 
 

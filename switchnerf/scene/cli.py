@@ -29,10 +29,8 @@ def register(subparsers) -> None:
     synth.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     synth.set_defaults(func=cmd_synth)
 
-    try:
-        from switchnerf.scene.store_commands import add_partition_parser, add_prepare_parser
-    except ImportError:  # the ray-store commands are not in this tree yet
-        return
+    from switchnerf.scene.store_commands import add_partition_parser, add_prepare_parser
+
     add_prepare_parser(sub)
     add_partition_parser(sub)
 
