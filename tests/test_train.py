@@ -223,3 +223,12 @@ def test_kill_9_never_leaves_a_corrupt_checkpoint(tiny_scene, tmp_path):
                       store_dir=tmp_path / "store", resume=True, progress=False)
     assert resumed.step == load_checkpoint(ckpts[-1])["step"]
     resumed.close()
+
+
+def test_capacity_drops_are_counted_in_the_log(tiny_scene, tmp_path):
+    cfg = tiny_cfg(extra=["model.routing.capacity_factor=0.5"])
+    trainer = Trainer(cfg, tiny_scene, tmp_path / "run", store_dir=tmp_path / "store", progress=False)
+    trainer.train(max_steps=2)
+    trainer.close()
+    logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(x["dropped"] > 0 for x in logged)

@@ -38,6 +38,7 @@ class StepStats:
     balance: float
     samples_per_ray: float
     load: list[float] = dc_field(default_factory=list)
+    dropped: int = 0  # samples over an expert's capacity (zero expert features)
     skipped: bool = False
 
 
@@ -150,7 +151,8 @@ class Trainer:
         stats = StepStats(loss=loss.item(), psnr=-10 * math.log10(max(mse.item(), 1e-10)),
                           balance=bal.item(),
                           samples_per_ray=out["expert_id"].shape[0] / max(len(batch), 1),
-                          load=expert_load(out["expert_id"], n_exp).tolist())
+                          load=expert_load(out["expert_id"], n_exp).tolist(),
+                          dropped=int((~out["kept"]).sum()))
         if not torch.isfinite(loss):
             self.skipped_steps += 1
             stats.skipped = True
@@ -191,7 +193,8 @@ class Trainer:
                                               "loss": last.loss, "psnr": last.psnr,
                                               "balance": last.balance, "rays_per_s": rays_per_s,
                                               "samples_per_ray": last.samples_per_ray,
-                                              "load": last.load, "skipped": last.skipped}) + "\n")
+                                              "load": last.load, "dropped": last.dropped,
+                                              "skipped": last.skipped}) + "\n")
                     if last.skipped:
                         bar.note(f"step {self.step}: non-finite loss, step skipped")
                     if on_step is not None:
