@@ -15,6 +15,7 @@ CUDA sources are compiled only when torch is a CUDA build and nvcc is found
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import sys
@@ -80,7 +81,10 @@ def build_or_import(verbose: bool = False) -> types.ModuleType:
     with_cuda = _with_cuda()
     py = f"py{sys.version_info.major}.{sys.version_info.minor}"
     tag = "-cuda" if with_cuda else ""
-    build_dir = cache_root() / f"native-{torch.__version__}-{py}-{digest}{tag}"
+    # torch's load() rebuilds when the absolute source paths change, so checkouts in
+    # different folders get their own build folders instead of rebuilding each other's.
+    where = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:8]
+    build_dir = cache_root() / f"native-{torch.__version__}-{py}-{digest}{tag}-{where}"
     build_dir.mkdir(parents=True, exist_ok=True)
     files = [p for p in source_files(src) if p.suffix == ".cpp"]
     if with_cuda:
