@@ -37,7 +37,7 @@ def test_balance_loss_hand_case_and_gradient():
 
 def test_balance_loss_empty_batch():
     probs = torch.zeros(0, 3, requires_grad=True)
-    assert float(balance_loss(probs, torch.zeros(0, dtype=torch.long))) == 0.0
+    assert balance_loss(probs, torch.zeros(0, dtype=torch.long)).item() == 0.0
 
 
 def test_top1_picks_max_and_passes_gradient():

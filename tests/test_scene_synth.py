@@ -49,7 +49,7 @@ def test_images_have_detail(minicity):
         assert img.std() > 20  # not blank
         assert len(np.unique(img.reshape(-1, 3), axis=0)) > 200  # many surfaces and shades
         grad = np.abs(np.diff(img, axis=1)).mean(-1)
-        assert 0.02 < (grad > 30).mean() < 0.5  # edges, but not noise everywhere
+        assert 0.01 < (grad > 30).mean() < 0.5  # edges (plain land beyond the box), not noise
 
 
 def test_deterministic_from_seed(minicity):
