@@ -106,7 +106,7 @@ def fused_march_rays(origins: Tensor, dirs: Tensor, near: Tensor, far: Tensor, g
     Returns:
         :class:`switchnerf.render.sampler.PackedSamples`.
     """
-    from switchnerf.render.sampler import PackedSamples
+    from switchnerf.render.sampler import prune_invisible
 
     name = "fused_march_rays"
     n = origins.shape[0]
@@ -128,14 +128,5 @@ def fused_march_rays(origins: Tensor, dirs: Tensor, near: Tensor, far: Tensor, g
         _f32(name, "origins", origins), _f32(name, "dirs", dirs), base.contiguous(),
         far.to(torch.float32).contiguous(), binary.contiguous(), float(step_size), max_samples)
 
-    if sigma_fn is not None and (alpha_thre > 0 or early_stop_eps > 0) and len(ray_indices):
-        sigmas = sigma_fn(t_starts, t_ends, ray_indices).reshape(-1).to(torch.float32)
-        if sigmas.shape != t_starts.shape:
-            raise ValueError(f"{name}: sigma_fn returned {tuple(sigmas.shape)}, expected "
-                             f"{tuple(t_starts.shape)}")
-        _, trans, alphas = fused_render_weights(t_starts, t_ends, sigmas, ray_indices, n)
-        keep = trans >= early_stop_eps
-        if alpha_thre > 0:
-            keep &= alphas >= alpha_thre
-        ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
-    return PackedSamples.from_indices(ray_indices, t_starts, t_ends, n)
+    return prune_invisible(ray_indices, t_starts, t_ends, n, sigma_fn=sigma_fn,
+                           alpha_thre=alpha_thre, early_stop_eps=early_stop_eps)

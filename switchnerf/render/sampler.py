@@ -264,14 +264,26 @@ def march_rays(origins: Tensor, dirs: Tensor, near: Tensor, far: Tensor,
             keep = rank - starts[ray_indices] < max_samples_per_ray
             ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
 
+    return prune_invisible(ray_indices, t_starts, t_ends, n, sigma_fn=sigma_fn,
+                           alpha_thre=alpha_thre, early_stop_eps=early_stop_eps)
+
+
+def prune_invisible(ray_indices: Tensor, t_starts: Tensor, t_ends: Tensor, n_rays: int, *,
+                    sigma_fn: SigmaFn | None, alpha_thre: float,
+                    early_stop_eps: float) -> PackedSamples:
+    """Packed samples minus those ``sigma_fn`` shows invisible (shared by every backend).
+
+    Keeps ``(T >= early_stop_eps) & (a >= alpha_thre)`` with ``w, T, a = render_weights(...)``
+    of the sigmas ``sigma_fn`` returns; without ``sigma_fn`` keeps everything.
+    """
     if sigma_fn is not None and (alpha_thre > 0 or early_stop_eps > 0) and len(ray_indices):
         sigmas = sigma_fn(t_starts, t_ends, ray_indices).reshape(-1).to(torch.float32)
         if sigmas.shape != t_starts.shape:
             raise ValueError(f"sigma_fn returned {tuple(sigmas.shape)}, expected "
                              f"{tuple(t_starts.shape)}")
-        _, trans, alphas = render_weights(t_starts, t_ends, sigmas, ray_indices, n)
+        _, trans, alphas = render_weights(t_starts, t_ends, sigmas, ray_indices, n_rays)
         keep = trans >= early_stop_eps
         if alpha_thre > 0:
             keep &= alphas >= alpha_thre
         ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
-    return PackedSamples.from_indices(ray_indices, t_starts, t_ends, n)
+    return PackedSamples.from_indices(ray_indices, t_starts, t_ends, n_rays)
