@@ -93,8 +93,7 @@ def render_image_rays(field, grid: OccupancyGrid, rays: RayBatch, box: BoxFrame,
                       use_appearance_index: bool = True) -> dict:
     """Render many rays in chunks without gradients.
 
-    Returns rgb [N,3], depth [N], opacity [N], expert_map [N], gate_confidence [N]
-    (gate value of the highest-weight sample's expert; 0 where empty).
+    Returns rgb [N,3], depth [N] (not normalised), opacity [N], expert_map [N] (-1: empty).
     """
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("rgb", "depth", "opacity", "expert_map")}
     for start in range(0, len(rays), chunk):

@@ -13,6 +13,8 @@ current one is consumed. Memory: ``prefetch + 1`` prepared shards.
 
 from __future__ import annotations
 
+import contextlib
+
 import queue
 import threading
 from collections.abc import Callable
@@ -287,10 +289,8 @@ class RayStream:
             return
         self._stop.set()
         while self._thread.is_alive():
-            try:
+            with contextlib.suppress(queue.Empty):  # drain so a blocked producer can exit
                 self._queue.get_nowait()
-            except queue.Empty:
-                pass
             self._thread.join(timeout=0.05)
         self._thread = self._queue = self._stop = None
 
@@ -306,7 +306,5 @@ class RayStream:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to stop
             self._stop_thread()
-        except Exception:
-            pass
