@@ -46,4 +46,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Occupancy-grid ray marching: -> (ray_indices [M], t_starts [M], t_ends [M])",
         py::arg("origins"), py::arg("dirs"), py::arg("near"), py::arg("far"),
         py::arg("binary"), py::arg("step_size"), py::arg("max_samples"));
+  m.def("mlp_forward", &switchnerf::mlp_forward,
+        "Two-layer MLP inference: w2 relu(w1 (row_scale * x) + b1) + b2 -> [M, O]",
+        py::arg("x"), py::arg("row_scale"), py::arg("w1"), py::arg("b1"), py::arg("w2"),
+        py::arg("b2"));
 }

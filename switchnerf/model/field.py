@@ -10,6 +10,7 @@ from torch import nn
 from switchnerf.config import ModelConfig
 from switchnerf.encoding import HashExperts, SHEncoding
 from switchnerf.encoding.experts import geometric_expert_specs
+from switchnerf.mlp import apply_mlp, make_mlp
 from switchnerf.model.activations import density_activation
 from switchnerf.model.background import SkyBackground
 from switchnerf.moe.gate import FixedCellRouter, GateOutput, HashGate
@@ -33,14 +34,16 @@ class FieldOutput:
     kept: torch.Tensor
 
 
-def _mlp(n_in: int, hidden: int, n_out: int, layers: int) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    width = n_in
-    for _ in range(layers):
-        mods += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
-        width = hidden
-    mods.append(nn.Linear(width, n_out))
-    return nn.Sequential(*mods)
+@dataclass
+class Geometry:
+    """What the density half of the field gives per point (leading dimension M): sigma [M]
+    density per world unit; geo [M, G] features for the colour head; gate the routing;
+    kept bool [M] (False where the capacity limit dropped the point)."""
+
+    sigma: torch.Tensor
+    geo: torch.Tensor
+    gate: GateOutput
+    kept: torch.Tensor
 
 
 class SwitchField(nn.Module):
@@ -72,14 +75,14 @@ class SwitchField(nn.Module):
             self.router = FixedCellRouter(rt.fixed_grid)
         else:
             self.router = None
-        self.head = _mlp(self.experts.output_dim, hd.hidden, 1 + hd.geo_features, 1)
+        self.head = make_mlp(self.experts.output_dim, hd.hidden, 1 + hd.geo_features, 1)
         self.dir_encoding = SHEncoding(hd.sh_degree)
         self.appearance = (nn.Embedding(max(n_images, 1), hd.appearance_dim)
                            if hd.appearance_dim > 0 else None)
         if self.appearance is not None:
             nn.init.normal_(self.appearance.weight, std=0.01)
         color_in = hd.geo_features + self.dir_encoding.output_dim + hd.appearance_dim
-        self.color = _mlp(color_in, hd.color_hidden, 3, hd.color_layers)
+        self.color = make_mlp(color_in, hd.color_hidden, 3, hd.color_layers)
         self.background = SkyBackground(cfg.background) if cfg.background.enabled else None
 
     # ------------------------------------------------------------------ routing and geometry
@@ -92,7 +95,8 @@ class SwitchField(nn.Module):
                               torch.ones(m, device=x.device))
         return self.router(x)
 
-    def _geometry(self, x: torch.Tensor):
+    def geometry(self, x: torch.Tensor) -> Geometry:
+        """Route, encode and run the density head on unit-cube points x [M, 3]."""
         x = x.clamp(0.0, 1.0)
         gate = self.route(x)
         if self.cfg.routing.capacity_factor is not None and self.n_experts > 1:
@@ -101,25 +105,32 @@ class SwitchField(nn.Module):
         else:
             kept = torch.ones_like(gate.expert_id, dtype=torch.bool)
         feats = self.experts.encode(x, gate.expert_id)  # [M, L*F]
-        scale = (gate.gate_value * kept).unsqueeze(-1).to(feats.dtype)
-        h = self.head(feats * scale)
+        h = apply_mlp(self.head, feats, gate.gate_value * kept)
         sigma = density_activation(self.cfg.head.density_activation, h[:, 0].float())
-        return sigma, h[:, 1:], gate, kept
+        return Geometry(sigma, h[:, 1:], gate, kept)
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """Density sigma [M] at unit-cube points x [M, 3]."""
         if x.shape[0] == 0:
             return x.new_zeros(0)
-        return self._geometry(x)[0]
+        return self.geometry(x).sigma
+
+    def rgb(self, geo: torch.Tensor, directions: torch.Tensor,
+              image_index: torch.Tensor | None = None) -> torch.Tensor:
+        """Colour rgb [M, 3] in [0, 1] from geometry features geo [M, G] (``geometry(x).geo``),
+        unit world-frame view directions [M, 3] and camera-table indices [M] (None: the
+        mean appearance)."""
+        parts = [geo, self.dir_encoding(directions).to(geo.dtype)]
+        if self.appearance is not None:
+            parts.append(self.appearance_for(image_index, geo.shape[0], geo.device).to(geo.dtype))
+        return torch.sigmoid(apply_mlp(self.color, torch.cat(parts, dim=-1)).float())
 
     def forward(self, x: torch.Tensor, directions: torch.Tensor,
                 image_index: torch.Tensor | None = None) -> FieldOutput:
-        sigma, geo, gate, kept = self._geometry(x)
-        parts = [geo, self.dir_encoding(directions).to(geo.dtype)]
-        if self.appearance is not None:
-            parts.append(self.appearance_for(image_index, x.shape[0], x.device).to(geo.dtype))
-        rgb = torch.sigmoid(self.color(torch.cat(parts, dim=-1)).float())
-        return FieldOutput(sigma, rgb, gate.expert_id, gate.gate_value, gate.probs, kept)
+        g = self.geometry(x)
+        rgb = self.rgb(g.geo, directions, image_index)
+        return FieldOutput(g.sigma, rgb, g.gate.expert_id, g.gate.gate_value, g.gate.probs,
+                           g.kept)
 
     def appearance_for(self, image_index: torch.Tensor | None, m: int, device) -> torch.Tensor:
         """Appearance embeddings [M, A]; the mean embedding where image_index is None."""

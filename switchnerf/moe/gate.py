@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from switchnerf.config import GridConfig
 from switchnerf.encoding import HashGrid
+from switchnerf.mlp import apply_mlp, make_mlp
 from switchnerf.moe.routing import top1
 
 
-@dataclass
 class GateOutput:
-    """probs float32 [M, E]; expert_id int64 [M]; gate_value float32 [M] (differentiable)."""
+    """probs float32 [M, E]; expert_id int64 [M]; gate_value float32 [M] (differentiable).
 
-    probs: torch.Tensor
-    expert_id: torch.Tensor
-    gate_value: torch.Tensor
+    Without gradients the gate hands its logits [M, E] instead of ``probs``; ``probs`` is
+    then computed from them on first access (inference only needs the top-1 choice).
+    """
+
+    __slots__ = ("_probs", "expert_id", "gate_value", "logits")
+
+    def __init__(self, probs: torch.Tensor | None, expert_id: torch.Tensor,
+                 gate_value: torch.Tensor, *, logits: torch.Tensor | None = None) -> None:
+        if probs is None and logits is None:
+            raise ValueError("GateOutput needs probs or logits")
+        self._probs = probs
+        self.expert_id = expert_id
+        self.gate_value = gate_value
+        self.logits = logits
+
+    @property
+    def probs(self) -> torch.Tensor:
+        if self._probs is None:
+            self._probs = torch.softmax(self.logits.float(), dim=-1)
+        return self._probs
 
 
 def grid_from_config(cfg: GridConfig) -> HashGrid:
@@ -45,16 +60,18 @@ class HashGate(nn.Module):
         super().__init__()
         self.n_experts = n_experts
         self.encoding = grid_from_config(grid)
-        self.mlp = nn.Sequential(
-            nn.Linear(self.encoding.output_dim + 3, hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(hidden, n_experts, bias=False),
-        )
+        self.mlp = make_mlp(self.encoding.output_dim + 3, hidden, n_experts, 1, bias_out=False)
 
     def forward(self, x: torch.Tensor) -> GateOutput:
         feats = self.encoding(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            logits = self.mlp(torch.cat([feats.float(), 2.0 * x.float() - 1.0], dim=-1))
+            logits = apply_mlp(self.mlp, torch.cat([feats.float(), 2.0 * x.float() - 1.0], dim=-1))
+            if not torch.is_grad_enabled():
+                # top-1 of softmax(logits) without forming it: the argmax of the logits,
+                # and max softmax = 1 / sum(exp(logits - max)).
+                top, expert_id = logits.max(dim=-1)
+                gate_value = torch.exp(logits - top[:, None]).sum(-1).reciprocal_()
+                return GateOutput(None, expert_id, gate_value, logits=logits)
             probs = torch.softmax(logits, dim=-1)
         expert_id, gate_value = top1(probs)
         return GateOutput(probs, expert_id, gate_value)

@@ -5,7 +5,7 @@ Order of attempts in :func:`build_or_import`:
 1. ``switchnerf._native``, an extension built by ``setup.py`` (opt-in, see there), used
    when it was built from the same sources and the same torch;
 2. a JIT build with ``torch.utils.cpp_extension.load`` into
-   ``$SWITCHNERF_CACHE/native-<torch>-py<X.Y>-<source hash>`` (default cache
+   ``$SWITCHNERF_CACHE/native-<torch>-py<X.Y>-<source hash>-<checkout>-<cpu>`` (default cache
    ``~/.cache/switchnerf``), under a file lock so two processes never build at once;
    later processes and runs load the cached library in ~0.02 s.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import platform
 import sys
 import types
 from pathlib import Path
@@ -42,8 +43,35 @@ def _with_cuda() -> bool:
     return torch.version.cuda is not None and CUDA_HOME is not None
 
 
+def _tune_for_host() -> bool:
+    """Whether to compile for this machine's instruction set (``-march=native``): on by
+    default for Linux x86_64 / aarch64 builds (the build cache is keyed by the CPU, see
+    :func:`cpu_tag`); ``SWITCHNERF_PORTABLE_BUILD=1`` turns it off."""
+    if os.environ.get("SWITCHNERF_PORTABLE_BUILD", "0") not in ("", "0"):
+        return False
+    return sys.platform.startswith("linux") and platform.machine() in ("x86_64", "aarch64")
+
+
+def cpu_tag() -> str:
+    """8 hex digits naming this CPU's model and feature flags ("generic" for portable
+    builds): a cache folder shared between machines never hands one CPU another's build."""
+    if not _tune_for_host():
+        return "generic"
+    try:
+        info = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        info = []
+    keys = ("model name", "flags", "Features", "CPU part")
+    ident = sorted({line for line in info if line.split(":")[0].strip() in keys})
+    return hashlib.sha256("\n".join([platform.machine(), *ident]).encode()).hexdigest()[:8]
+
+
 def _cflags() -> list[str]:
+    # -ffp-contract=off: no implicit FMAs, so results equal the torch reference bit for bit
+    # (explicit fmaf calls stay, and with -march=native they become one instruction).
     flags = ["-O3", "-ffp-contract=off"]
+    if _tune_for_host():
+        flags.append("-march=native")
     if sys.platform != "darwin":
         flags.append("-fopenmp")
     return flags
@@ -84,7 +112,8 @@ def build_or_import(verbose: bool = False) -> types.ModuleType:
     # torch's load() rebuilds when the absolute source paths change, so checkouts in
     # different folders get their own build folders instead of rebuilding each other's.
     where = hashlib.sha256(str(src.resolve()).encode()).hexdigest()[:8]
-    build_dir = cache_root() / f"native-{torch.__version__}-{py}-{digest}{tag}-{where}"
+    build_dir = (cache_root()
+                 / f"native-{torch.__version__}-{py}-{digest}{tag}-{where}-{cpu_tag()}")
     build_dir.mkdir(parents=True, exist_ok=True)
     files = [p for p in source_files(src) if p.suffix == ".cpp"]
     if with_cuda:

@@ -8,6 +8,7 @@ import torch
 
 from switchnerf.config import SamplerConfig
 from switchnerf.render.composite import render_packed
+from switchnerf.render.front_to_back import evaluate_front_to_back
 from switchnerf.render.occupancy import OccupancyGrid
 from switchnerf.render.sampler import march_rays
 from switchnerf.scene.types import RayBatch
@@ -52,16 +53,22 @@ def render_rays(field, grid: OccupancyGrid, rays: RayBatch, box: BoxFrame, cfg: 
     """Volume-render a batch of world-frame rays.
 
     Returns a dict: rgb [N,3], depth [N] (expected world t of the samples; 0 where empty),
-    opacity [N], expert_map int64 [N] (-1: no sample), n_samples [N], and for the losses
-    ``probs`` [M,E], ``expert_id`` [M], ``kept`` [M].
+    opacity [N], expert_map int64 [N] (-1: no sample), n_samples [N], and per kept sample
+    ``expert_id`` [M], ``gate_value`` [M], ``kept`` [M] and, for the balance loss, ``probs``
+    [M,E] (None when called without gradients with ``prune``).
 
     prune: drop samples that are invisible (alpha below ``cfg.alpha_thre`` or behind
-    transmittance ``cfg.early_stop_eps``) with one extra no-grad density pass.
+    transmittance ``cfg.early_stop_eps``): with gradients, by one extra no-grad density
+    pass; without, by evaluating each ray front to back until it is opaque (the same
+    samples, each evaluated once).
     """
     ext = box.extent
     o_unit = (rays.origins - box.lo) / ext
     d_unit = rays.directions / ext
     image_index = rays.image_index if use_appearance_index else None
+    if prune and not torch.is_grad_enabled():
+        return _render_front_to_back(field, grid, rays, o_unit, d_unit, image_index, box, cfg,
+                                     stratified=stratified)
 
     def sigma_fn(t_starts, t_ends, ray_indices):
         t_mid = 0.5 * (t_starts + t_ends)
@@ -84,6 +91,41 @@ def render_rays(field, grid: OccupancyGrid, rays: RayBatch, box: BoxFrame, cfg: 
     result["expert_id"] = out.expert_id
     result["kept"] = out.kept
     result["gate_value"] = out.gate_value
+    return result
+
+
+def _render_front_to_back(field, grid, rays: RayBatch, o_unit, d_unit, image_index, box: BoxFrame,
+                          cfg: SamplerConfig, *, stratified: bool) -> dict:
+    """``render_rays`` without gradients: the geometry of each marched sample is evaluated
+    once, front to back, each ray stopping when opaque; colour only where visible. Same
+    kept samples and outputs as the two-pass path (module ``front_to_back``)."""
+    samples = march_rays(o_unit, d_unit, rays.near, rays.far, grid, step_size=step_size(box, cfg),
+                         stratified=stratified, max_samples_per_ray=cfg.max_samples_per_ray)
+    marched_rays = samples.ray_indices
+    mids = 0.5 * (samples.t_starts + samples.t_ends)
+
+    def geometry(idx):
+        r = marched_rays[idx]
+        g = field.geometry(o_unit[r] + mids[idx, None] * d_unit[r])
+        return g.sigma, {"geo": g.geo, "expert_id": g.gate.expert_id,
+                         "gate_value": g.gate.gate_value, "kept": g.kept}
+
+    keep, sigma, ex = evaluate_front_to_back(
+        geometry, samples.t_starts, samples.t_ends, marched_rays, len(rays),
+        alpha_thre=cfg.alpha_thre, early_stop_eps=cfg.early_stop_eps)
+    ri = marched_rays[keep]
+    if keep.numel():
+        rgb = field.rgb(ex["geo"], rays.directions[ri],
+                        None if image_index is None else image_index[ri])
+    else:
+        rgb = sigma.new_zeros(0, 3)
+        ex = {"expert_id": ri.clone(), "gate_value": sigma.clone(), "kept": ri.bool()}
+    background = field.background(rays.directions) if field.background is not None else None
+    result = render_packed(samples.t_starts[keep], samples.t_ends[keep], ri, len(rays), rgb, sigma,
+                           expert_ids=ex["expert_id"], background_rgb=background)
+    for name in ("expert_id", "kept", "gate_value"):
+        result[name] = ex[name]
+    result["probs"] = None  # the balance loss needs them, and only training does
     return result
 
 

@@ -1,0 +1,65 @@
+"""The field's small MLPs: one builder, and one forward that uses the native fused op for
+CPU inference.
+
+Every MLP of the field (gate, density head, colour head) is ``Linear -> ReLU -> ... ->
+Linear``. Training runs them as torch layers (autograd). Without gradients on the CPU, a
+one-hidden-layer MLP runs through the native ``mlp_forward`` op instead: one pass over the
+rows, no hidden tensor in memory, the per-row input scale folded in. Same function, float32
+rounding apart (tests compare the two).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["apply_mlp", "make_mlp"]
+
+
+def make_mlp(n_in: int, hidden: int, n_out: int, layers: int, *, bias_out: bool = True
+             ) -> nn.Sequential:
+    """``layers`` hidden layers of width ``hidden`` (Linear + ReLU), then Linear to ``n_out``."""
+    mods: list[nn.Module] = []
+    width = n_in
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+        width = hidden
+    mods.append(nn.Linear(width, n_out, bias=bias_out))
+    return nn.Sequential(*mods)
+
+
+def _fusable(mlp: nn.Sequential, x: torch.Tensor) -> bool:
+    if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
+        return False
+    if len(mlp) != 3 or not isinstance(mlp[1], nn.ReLU):
+        return False
+    first, last = mlp[0], mlp[2]
+    if not (isinstance(first, nn.Linear) and isinstance(last, nn.Linear)):
+        return False
+    if first.weight.dtype != torch.float32 or last.weight.dtype != torch.float32:
+        return False
+    from switchnerf.native import native_available
+
+    return native_available()
+
+
+def apply_mlp(mlp: nn.Sequential, x: torch.Tensor, row_scale: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    """``mlp(x * row_scale[:, None])`` for x [M, I] and an optional row_scale [M].
+
+    Uses the native fused op when no gradient is recorded, x is a float32 CPU tensor, the
+    MLP has one hidden layer and the native ops are available; else the torch layers.
+    """
+    if _fusable(mlp, x):
+        from switchnerf.native import load_native
+
+        first, last = mlp[0], mlp[2]
+        scale = None if row_scale is None else row_scale.to(torch.float32).contiguous()
+        return load_native().mlp_forward(
+            x.contiguous(), scale, first.weight.detach().contiguous(),
+            None if first.bias is None else first.bias.detach().contiguous(),
+            last.weight.detach().contiguous(),
+            None if last.bias is None else last.bias.detach().contiguous())
+    if row_scale is not None:
+        x = x * row_scale.unsqueeze(-1).to(x.dtype)
+    return mlp(x)

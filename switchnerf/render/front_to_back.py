@@ -1,0 +1,109 @@
+"""Inference-time evaluation of packed samples front to back, each ray stopping once opaque.
+
+The two-pass scheme of training (a density pass over every marched sample to find the
+visible ones, then the full field on those) evaluates the geometry of the visible samples
+twice and of the samples behind the first opaque surface once for nothing. Without
+gradients neither is needed: this module evaluates every ray's samples in rounds of a few
+samples, in t order, keeps the per-sample outputs of the visible ones, and stops a ray as
+soon as its transmittance drops below ``early_stop_eps`` (as instant-NGP's compacted
+marching does).
+
+The kept set is the set :func:`switchnerf.render.sampler.prune_invisible` keeps:
+``(T >= early_stop_eps) & (alpha >= alpha_thre)`` with ``T`` the transmittance before the
+sample and ``alpha = 1 - exp(-sigma dt)``. Samples never evaluated all lie behind a point
+where ``T < early_stop_eps``, so they would have been dropped too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from switchnerf.render.composite import packed_info
+
+__all__ = ["ROUND_SIZES", "evaluate_front_to_back"]
+
+#: Samples per ray taken in each round; the last size repeats. Small first rounds keep the
+#: overshoot behind opaque surfaces small; growing ones bound the rounds of long rays.
+ROUND_SIZES = (8, 4, 4, 8, 16, 32, 64)
+
+SampleFn = Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]]
+
+
+def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor,
+                           n_rays: int, *, alpha_thre: float, early_stop_eps: float,
+                           round_sizes: Sequence[int] = ROUND_SIZES
+                           ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Evaluate ``fn`` on the visible packed samples, front to back, without gradients.
+
+    Args:
+        fn: ``idx [m] int64 -> (sigma [m], extras)``: density per world unit of the packed
+            samples ``idx`` and any per-sample tensors ``extras[name]`` ([m, ...]) to keep.
+        t_starts, t_ends: float32 [M], world units; ray_indices: int64 [M], sorted, with the
+            samples of each ray in increasing t.
+        n_rays: N.
+        alpha_thre: drop samples with ``1 - exp(-sigma dt) < alpha_thre``.
+        early_stop_eps: drop samples (and stop the ray) where the transmittance before the
+            sample is ``< early_stop_eps``; 0 evaluates every sample.
+        round_sizes: samples per ray per round; the last repeats.
+
+    Returns:
+        keep int64 [K] (ascending indices of the visible samples), sigma [K] and
+        ``extras`` restricted to them ([K, ...]), in the packed order.
+    """
+    if any(k < 1 for k in round_sizes) or not round_sizes:
+        raise ValueError(f"round_sizes must be positive, got {tuple(round_sizes)}")
+    device = t_starts.device
+    starts, counts = packed_info(ray_indices, n_rays)
+    dt = t_ends - t_starts  # [M] float32, as render_weights computes it
+    tau = torch.zeros(n_rays, dtype=torch.float64, device=device)  # optical depth so far
+    pos = torch.zeros(n_rays, dtype=torch.long, device=device)  # samples evaluated so far
+    alive = torch.nonzero(counts > 0).squeeze(1)
+    keep_parts: list[Tensor] = []
+    sigma_parts: list[Tensor] = []
+    extra_parts: dict[str, list[Tensor]] = {}
+    rounds = 0
+    with torch.no_grad():
+        while alive.numel():
+            k = round_sizes[min(rounds, len(round_sizes) - 1)]
+            rounds += 1
+            take = (counts[alive] - pos[alive]).clamp(max=k)  # [A] >= 1
+            first = take.cumsum(0) - take  # [A] flat offset of each ray's run
+            total = int(take.sum())
+            owner = torch.repeat_interleave(torch.arange(alive.numel(), device=device), take,
+                                            output_size=total)  # [m] position in `alive`
+            ray = alive[owner]
+            within = torch.arange(total, device=device) - first[owner]
+            idx = starts[ray] + pos[ray] + within  # [m] packed sample indices
+            sigma, extras = fn(idx)
+            sigma = sigma.reshape(-1).to(torch.float32)
+            depth32 = sigma * dt[idx]  # [m] optical depth of each sample
+            depth = depth32.to(torch.float64)
+            inclusive = depth.cumsum(0)
+            exclusive = inclusive - depth
+            run_base = exclusive[first]  # [A]
+            tau_before = tau[ray] + exclusive - run_base[owner]
+            visible = torch.exp(-tau_before).to(torch.float32) >= early_stop_eps
+            if alpha_thre > 0:
+                visible &= 1.0 - torch.exp(-depth32) >= alpha_thre
+            keep_parts.append(idx[visible])
+            sigma_parts.append(sigma[visible])
+            for name, value in extras.items():
+                extra_parts.setdefault(name, []).append(value[visible])
+            last = first + take - 1
+            tau[alive] = tau[alive] + inclusive[last] - run_base
+            pos[alive] += take
+            open_ = pos[alive] < counts[alive]
+            if early_stop_eps > 0:
+                open_ &= tau[alive] <= -math.log(early_stop_eps)
+            alive = alive[open_]
+    if not keep_parts:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, torch.zeros(0, device=device), {}
+    keep = torch.cat(keep_parts)
+    order = torch.argsort(keep)
+    extras_out = {name: torch.cat(parts)[order] for name, parts in extra_parts.items()}
+    return keep[order], torch.cat(sigma_parts)[order], extras_out

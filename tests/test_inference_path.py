@@ -1,0 +1,159 @@
+"""The no-gradient render path: front-to-back evaluation, the fused MLP op, the gate's
+top-1 from logits. Each is checked against the training-time (torch, two-pass) path."""
+
+import os
+
+import pytest
+import torch
+
+from switchnerf.mlp import apply_mlp, make_mlp
+from switchnerf.render.composite import packed_info
+from switchnerf.render.front_to_back import evaluate_front_to_back
+from switchnerf.render.sampler import prune_invisible
+
+
+@pytest.fixture(scope="module")
+def native():
+    from switchnerf.native import NativeUnavailableError, load_native
+
+    try:
+        return load_native()
+    except NativeUnavailableError as exc:
+        if os.environ.get("SWITCHNERF_BACKEND", "").lower() == "native":
+            raise
+        pytest.skip(f"native ops unavailable: {exc}")
+
+
+def _packed(n_rays: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(0, 40, (n_rays,), generator=g)
+    ray_indices = torch.repeat_interleave(torch.arange(n_rays), counts)
+    starts, _ = packed_info(ray_indices, n_rays)
+    rank = torch.arange(len(ray_indices)) - starts[ray_indices]
+    t_starts = 0.1 * rank.float() + 0.05 * torch.rand(len(ray_indices), generator=g)
+    t_ends = t_starts + 0.02 + 0.1 * torch.rand(len(ray_indices), generator=g)
+    # densities spanning transparent to opaque, so every rule below decides something
+    sigma = torch.exp(torch.empty(len(ray_indices)).uniform_(-8.0, 5.0, generator=g))
+    return t_starts, t_ends, ray_indices, sigma
+
+
+@pytest.mark.parametrize("alpha_thre,eps", [(0.0, 1e-4), (1e-3, 1e-4), (1e-2, 1e-2), (0.0, 0.0)])
+@pytest.mark.parametrize("rounds", [(8, 4, 4, 8, 16), (1,), (3, 7)])
+def test_front_to_back_keeps_what_prune_invisible_keeps(alpha_thre, eps, rounds):
+    n = 300
+    t_starts, t_ends, ray_indices, sigma = _packed(n, seed=7)
+    calls = []
+
+    def fn(idx):
+        calls.append(idx.clone())
+        return sigma[idx], {"double": 2 * sigma[idx], "rows": torch.stack([idx, idx], 1)}
+
+    keep, sig, extras = evaluate_front_to_back(fn, t_starts, t_ends, ray_indices, n,
+                                               alpha_thre=alpha_thre, early_stop_eps=eps,
+                                               round_sizes=rounds)
+    expect = prune_invisible(ray_indices, t_starts, t_ends, n,
+                             sigma_fn=lambda ts, te, ri: sigma_of(ts, t_starts, sigma),
+                             alpha_thre=alpha_thre, early_stop_eps=eps)
+    kept_t = t_starts[keep]
+    assert torch.equal(kept_t, expect.t_starts)
+    assert torch.equal(sig, sigma[keep]) and torch.equal(extras["double"], 2 * sigma[keep])
+    assert torch.equal(extras["rows"][:, 0], keep)
+    evaluated = torch.cat(calls)
+    assert evaluated.unique().numel() == evaluated.numel()  # no sample evaluated twice
+    if eps > 0:  # rays stop: fewer evaluations than samples
+        assert evaluated.numel() < len(ray_indices)
+    else:
+        assert evaluated.numel() == len(ray_indices)
+
+
+def sigma_of(ts, all_ts, sigma):
+    """sigma of the samples whose t_start is ts (t_starts are unique in _packed)."""
+    order = torch.argsort(all_ts)
+    pos = torch.searchsorted(all_ts[order], ts)
+    return sigma[order[pos]]
+
+
+def test_front_to_back_empty_and_bad_rounds():
+    t = torch.zeros(0)
+    keep, sig, extras = evaluate_front_to_back(lambda i: (t[i], {}), t, t,
+                                               torch.zeros(0, dtype=torch.long), 5,
+                                               alpha_thre=0.0, early_stop_eps=1e-4)
+    assert keep.numel() == 0 and sig.numel() == 0 and extras == {}
+    with pytest.raises(ValueError, match="round_sizes"):
+        evaluate_front_to_back(lambda i: (t[i], {}), t, t, torch.zeros(0, dtype=torch.long), 5,
+                               alpha_thre=0.0, early_stop_eps=1e-4, round_sizes=(4, 0))
+
+
+@pytest.mark.parametrize("shape", [(32, 64, 16, True), (15, 32, 8, False), (39, 64, 3, True),
+                                   (7, 20, 5, True), (5, 96, 70, False)])
+def test_fused_mlp_matches_torch(native, shape):
+    n_in, hidden, n_out, bias = shape
+    torch.manual_seed(0)
+    mlp = make_mlp(n_in, hidden, n_out, 1, bias_out=bias)
+    x = torch.randn(1001, n_in)
+    scale = torch.rand(1001)
+    with torch.no_grad():
+        ref = mlp(x * scale[:, None])
+        out = apply_mlp(mlp, x, scale)
+        plain = apply_mlp(mlp, x[:, :].t().contiguous().t())  # non-contiguous input
+    assert out.shape == ref.shape
+    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(plain, mlp(x), atol=1e-5, rtol=1e-5)
+
+
+def test_fused_mlp_not_used_with_gradients(native):
+    torch.manual_seed(0)
+    mlp = make_mlp(6, 8, 2, 1)
+    x = torch.randn(10, 6, requires_grad=True)
+    y = apply_mlp(mlp, x, torch.full((10,), 0.5))
+    y.sum().backward()  # torch layers: gradients flow
+    assert x.grad is not None and mlp[0].weight.grad is not None
+
+
+def test_fused_mlp_names_bad_arguments(native):
+    w1, w2 = torch.zeros(8, 4), torch.zeros(3, 8)
+    with pytest.raises(RuntimeError, match="w1"):
+        native.mlp_forward(torch.zeros(5, 6), None, w1, None, w2, None)
+    with pytest.raises(RuntimeError, match="row_scale"):
+        native.mlp_forward(torch.zeros(5, 4), torch.ones(4), w1, None, w2, None)
+
+
+def test_gate_top1_without_gradients_matches_softmax():
+    from switchnerf.config import load_config
+    from switchnerf.moe.gate import HashGate
+
+    cfg = load_config(None, ["model.routing.gate.n_levels=3", "model.routing.gate.max_resolution=32"])
+    torch.manual_seed(0)
+    gate = HashGate(cfg.model.routing.gate, 6, hidden=16)
+    with torch.no_grad():
+        gate.encoding.params.uniform_(-1, 1)
+    x = torch.rand(2000, 3)
+    train = gate(x)
+    with torch.no_grad():
+        infer = gate(x)
+    assert torch.equal(infer.expert_id, train.expert_id)
+    assert torch.allclose(infer.gate_value, train.gate_value.detach(), atol=1e-6)
+    assert torch.allclose(infer.probs, train.probs.detach(), atol=1e-6)  # computed on demand
+
+
+def test_render_without_gradients_equals_two_pass(tiny_run):
+    from switchnerf.render.volume import render_rays
+    from switchnerf.scene.types import RayBatch, pixel_rays
+    from switchnerf.train.run import load_run
+
+    run = load_run(tiny_run.run_dir)
+    rec = tiny_run.scene.images("train")[0]
+    o, d = pixel_rays(rec.c2w, rec.fx, rec.fy, rec.cx, rec.cy, rec.width, rec.height)
+    rays = RayBatch(o, d, torch.zeros(len(o)), torch.full((len(o),), 1e10))
+    with torch.enable_grad():  # the training-time path: a density pass, then the field
+        two_pass = render_rays(run.field, run.grid, rays, run.box, run.cfg.sampler,
+                               use_appearance_index=False)
+    with torch.no_grad():
+        one_pass = render_rays(run.field, run.grid, rays, run.box, run.cfg.sampler,
+                               use_appearance_index=False)
+    assert two_pass["opacity"].max() > 0.5  # the blob is in view
+    for key in ("rgb", "depth", "opacity"):
+        assert torch.allclose(one_pass[key], two_pass[key].detach(), atol=1e-5), key
+    assert torch.equal(one_pass["expert_map"], two_pass["expert_map"])
+    assert torch.equal(one_pass["n_samples"], two_pass["n_samples"])
+    assert one_pass["probs"] is None
