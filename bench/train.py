@@ -1,18 +1,34 @@
-"""Training speed and time-to-PSNR on minicity: switchnerf++ (scaled to CPU), single-grid,
+"""Training speed and time-to-PSNR on minicity: switchnerf++ (scaled to CPU), single-grid and
 fixed-grid at equal parameter count. Prints a markdown table and writes JSON.
 
-    python bench/train.py [--seconds 120] [--scene scenes/minicity.yaml] [--out bench/results/train.json]
+    python bench/train.py [--seconds 600] [--eval-every 60] [--eval-images 8]
+                          [--thresholds 24,26,28] [--methods switchnerf++,single-grid,fixed-grid]
+                          [--set KEY=VALUE ...] [--scene scenes/minicity.yaml]
+                          [--out bench/results/train.json]
 
-Every preset is trained for the same wall-clock budget with the CPU-scaled table sizes of
-configs/cpu-demo.yaml; held-out PSNR is measured at the end. The MoE/single step-time ratio
-compares the mean step time of switchnerf++ with single-grid, measured in the same run.
+CPU scaling: every method starts from configs/cpu-demo.yaml (which is switchnerf++ scaled to
+2 CPU cores: 512 rays/step, occupancy threshold 0.05, 2^15-row expert tables, ...) and
+changes only what makes it that method (``CPU_METHODS``): the routing, the expert count and
+the table size solved so that its trainable parameter count (tables, MLPs, gate, appearance,
+background) equals switchnerf++'s (tests/test_presets_params.py checks it).
+
+The methods are trained one after another for ``--seconds`` of training time each (the
+cpu-demo schedule of 7000 steps ends a run earlier if it is reached). Every
+``--eval-every`` seconds of training the held-out PSNR is measured on ``--eval-images``
+val images (Mega-NeRF right halves); evaluation pauses the training clock, so rays/s, step
+times and time-to-PSNR count training only. Time-to-PSNR is the training time of the first
+evaluation at or above each threshold (null: not reached). The MoE/single ratio compares
+the mean step time of switchnerf++ with single-grid's (steps after the first 20).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
+import os
+import platform
 import sys
 import tempfile
 import time
@@ -21,82 +37,184 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from switchnerf.config import load_config  # noqa: E402
-from switchnerf.scene.load import ensure_synth_scene  # noqa: E402
-from switchnerf.train.evaluate import evaluate  # noqa: E402
-from switchnerf.train.trainer import Trainer  # noqa: E402
+import torch
 
-# Equal parameter count: 8 experts x 2^15 rows per level vs one grid with 2^18.
-PRESETS = {
-    "switchnerf++": ("switchnerf++.yaml", ["model.experts.log2_hashmap_size=15",
-                                            "model.experts.finest_resolution=2048"]),
-    "single-grid": ("single-grid.yaml", ["model.experts.log2_hashmap_size=18",
-                                          "model.experts.finest_resolution=2048"]),
-    "fixed-grid": ("fixed-grid.yaml", ["model.experts.log2_hashmap_size=15",
-                                        "model.experts.finest_resolution=2048"]),
+from switchnerf.config import Config, load_config
+
+CPU_BASE = ROOT / "configs" / "cpu-demo.yaml"
+"""The CPU scaling of every method: switchnerf++ as the demo trains it."""
+
+CPU_METHODS: dict[str, list[str]] = {
+    "switchnerf++": [],
+    # configs/single-grid.yaml's structure; 316740 rows per hashed level (~2^18.27).
+    "single-grid": ["model.experts.n_experts=1", "model.experts.coarsest_fraction=1.0",
+                    "model.routing.kind=single", "model.experts.hashmap_size=316740"],
+    # configs/fixed-grid.yaml's structure; the gate's parameters go to the tables
+    # (2^15 + 892 rows per hashed level, within 32 parameters of switchnerf++).
+    "fixed-grid": ["model.routing.kind=fixed", "model.routing.fixed_grid=[2, 4]",
+                   "model.experts.hashmap_size=33660"],
 }
-CPU_COMMON = ["train.rays_per_step=4096", "train.eval_every=0", "train.checkpoint_every=100000",
-              "sampler.grid_resolution=96", "sampler.steps_per_diagonal=512",
-              "train.shard_rays=262144"]
+"""--set overrides of configs/cpu-demo.yaml that make each method at equal parameter count."""
+
+WARMUP_STEPS = 20  # excluded from the mean step time (allocator, first occupancy updates)
 
 
-def bench_preset(name: str, scene: Path, seconds: float, workdir: Path) -> dict:
-    file, sets = PRESETS[name]
-    cfg = load_config(ROOT / "configs" / file, sets + CPU_COMMON + [f"train.time_budget_s={seconds}"])
-    trainer = Trainer(cfg, scene, workdir / name, device="cpu", progress=False)
+def cpu_config(method: str, extra: list[str] | None = None) -> Config:
+    """The CPU-scaled config of ``method`` (cpu-demo.yaml plus the method's overrides)."""
+    return load_config(CPU_BASE, CPU_METHODS[method] + list(extra or []))
+
+
+def parameter_counts(field) -> dict[str, int]:
+    """Trainable parameters of a SwitchField: all of them, and the hash tables among them."""
+    return {"total": sum(p.numel() for p in field.parameters() if p.requires_grad),
+            "tables": sum(p.numel() for p in field.table_parameters())}
+
+
+def eval_indices(n_val: int, count: int) -> list[int]:
+    """``count`` val images spread evenly over ``n_val`` (all when count <= 0)."""
+    if count <= 0 or count >= n_val:
+        return list(range(n_val))
+    return sorted({round(k * (n_val - 1) / max(count - 1, 1)) for k in range(count)})
+
+
+def bench_method(method: str, cfg: Config, scene: Path, workdir: Path, *, seconds: float,
+                 eval_every: float, eval_images: int, thresholds: list[float]) -> dict:
+    from switchnerf.train.evaluate import evaluate
+    from switchnerf.train.trainer import Trainer
+
+    trainer = Trainer(cfg, scene, workdir / method, device="cpu", progress=False)
+    params = parameter_counts(trainer.field)
+    picks = eval_indices(len(trainer.scene.images("val")), eval_images)
+    curve: list[dict] = []
+    eval_wall = 0.0
+
+    def run_eval(train_s: float) -> None:
+        nonlocal eval_wall
+        t = time.perf_counter()
+        result = evaluate(trainer.field, trainer.grid, trainer.box, cfg, trainer.scene,
+                          indices=picks)
+        eval_wall += time.perf_counter() - t
+        curve.append({"train_s": train_s, "step": trainer.step, "psnr": result["psnr"],
+                      "ssim": result["ssim"]})
+        print(f"  {method}: step {trainer.step}, {train_s:.0f} s: held-out PSNR "
+              f"{result['psnr']:.2f} dB ({time.perf_counter() - t:.1f} s to evaluate)", flush=True)
+
     step_times: list[float] = []
-    curve: list[tuple[float, float]] = []
-    t0 = time.perf_counter()
-    last = [t0]
-
-    def on_step(tr, stats):
-        now = time.perf_counter()
-        step_times.append(now - last[0])
-        last[0] = now
-        if tr.step % 100 == 0:
-            curve.append((now - t0, stats.psnr))
-
+    samples_per_ray: list[float] = []
+    train_s, rays, next_eval = 0.0, 0, eval_every
     try:
-        summary = trainer.train(on_step=on_step)
-        result = evaluate(trainer.field, trainer.grid, trainer.box, cfg, trainer.scene)
+        while train_s < seconds and trainer.step < cfg.train.max_steps:
+            t = time.perf_counter()
+            batch = next(trainer.stream)
+            stats = trainer.train_step(batch)
+            dt = time.perf_counter() - t
+            train_s += dt
+            rays += len(batch)
+            step_times.append(dt)
+            samples_per_ray.append(stats.samples_per_ray)
+            if eval_every > 0 and next_eval <= train_s < seconds:
+                run_eval(train_s)
+                while next_eval <= train_s:
+                    next_eval += eval_every
+        if not curve or curve[-1]["step"] != trainer.step:
+            run_eval(train_s)
     finally:
         trainer.close()
-    steady = step_times[20:] or step_times
-    params = sum(p.numel() for p in trainer.field.table_parameters())
-    return {"preset": name, "steps": summary["step"], "rays_per_s": summary["rays_per_s"],
-            "mean_step_s": sum(steady) / max(len(steady), 1), "table_params": params,
-            "heldout_psnr": result["psnr"], "heldout_ssim": result["ssim"],
-            "train_psnr_curve": curve}
+    steady = step_times[WARMUP_STEPS:] or step_times
+    reached = {}
+    for thr in thresholds:
+        hit = next((c for c in curve if c["psnr"] is not None and c["psnr"] >= thr), None)
+        reached[f"{thr:g}"] = None if hit is None else {"train_s": hit["train_s"],
+                                                        "step": hit["step"]}
+    return {"method": method, "params_total": params["total"], "params_tables": params["tables"],
+            "steps": trainer.step, "train_s": train_s, "rays_per_s": rays / max(train_s, 1e-9),
+            "mean_step_s": sum(steady) / len(steady),
+            "median_step_s": sorted(steady)[len(steady) // 2],
+            "mean_samples_per_ray": sum(samples_per_ray[WARMUP_STEPS:] or samples_per_ray)
+            / max(len(samples_per_ray[WARMUP_STEPS:] or samples_per_ray), 1),
+            "heldout_psnr": curve[-1]["psnr"], "heldout_ssim": curve[-1]["ssim"],
+            "time_to_psnr": reached, "eval_curve": curve, "eval_wall_s": eval_wall,
+            "overrides": CPU_METHODS[method]}
+
+
+def markdown(rows: list[dict], thresholds: list[float], seconds: float, ratio: float) -> str:
+    thr_cols = " | ".join(f"time to {t:g} dB" for t in thresholds)
+    header = (f"| method | params (tables) | steps in {seconds:.0f} s | rays/s | mean step | "
+              f"held-out PSNR (dB) | {thr_cols} |")
+    lines = [header, "|---|---|---|---|---|---|" + "---|" * len(thresholds)]
+    for r in rows:
+        times = []
+        for t in thresholds:
+            hit = r["time_to_psnr"][f"{t:g}"]
+            times.append("—" if hit is None else f"{hit['train_s']:.0f} s ({hit['step']} steps)")
+        lines.append(
+            f"| {r['method']} | {r['params_total'] / 1e6:.3f} M ({r['params_tables'] / 1e6:.3f} M) | "
+            f"{r['steps']} | {r['rays_per_s'] / 1e3:.2f}k | {r['mean_step_s'] * 1e3:.0f} ms | "
+            f"{r['heldout_psnr']:.2f} | " + " | ".join(times) + " |")
+    lines.append("")
+    lines.append(f"MoE step time / single-grid step time: {ratio:.2f} (target <= 1.3)")
+    return "\n".join(lines)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--seconds", type=float, default=600.0, help="training time per method")
+    ap.add_argument("--eval-every", type=float, default=60.0,
+                    help="seconds of training between held-out evaluations (0: only at the end)")
+    ap.add_argument("--eval-images", type=int, default=0,
+                    help="val images per evaluation, spread evenly (0: all)")
+    ap.add_argument("--thresholds", default="24,26,28", help="PSNR thresholds (dB), comma-separated")
+    ap.add_argument("--methods", default=",".join(CPU_METHODS))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra override for every method, e.g. --set train.max_steps=20000")
     ap.add_argument("--scene", type=Path, default=ROOT / "scenes" / "minicity.yaml")
-    ap.add_argument("--presets", default=",".join(PRESETS))
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train.json")
     args = ap.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in CPU_METHODS]
+    if unknown:
+        ap.error(f"--methods: unknown {unknown} (known: {', '.join(CPU_METHODS)})")
+    thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
+    configs = {m: cpu_config(m, args.set) for m in methods}
+
+    from switchnerf.native import backend_name
+    from switchnerf.scene.load import ensure_synth_scene
+
     ensure_synth_scene(args.scene)
+    backend = backend_name()  # builds the native ops now if needed, not inside a timed run
+    print(f"ops: {backend}, {torch.get_num_threads()} torch threads", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.presets.split(","):
-            rows.append(bench_preset(name, args.scene, args.seconds, Path(tmp)))
+        for m in methods:
+            print(f"{m}: training {args.seconds:.0f} s", flush=True)
+            rows.append(bench_method(m, configs[m], args.scene, Path(tmp), seconds=args.seconds,
+                                     eval_every=args.eval_every, eval_images=args.eval_images,
+                                     thresholds=thresholds))
             r = rows[-1]
-            print(f"{name}: {r['steps']} steps, {r['rays_per_s'] / 1e3:.1f}k rays/s, "
+            print(f"{m}: {r['params_total']:,} params ({r['params_tables']:,} in tables), "
+                  f"{r['steps']} steps, {r['rays_per_s'] / 1e3:.2f}k rays/s, "
                   f"held-out PSNR {r['heldout_psnr']:.2f} dB", flush=True)
-    by = {r["preset"]: r for r in rows}
+    by = {r["method"]: r for r in rows}
     ratio = (by["switchnerf++"]["mean_step_s"] / by["single-grid"]["mean_step_s"]
              if "switchnerf++" in by and "single-grid" in by else math.nan)
-    print(f"\n| preset | table params | steps in {args.seconds:.0f} s | rays/s | held-out PSNR (dB) |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['preset']} | {r['table_params'] / 1e6:.2f} M | {r['steps']} | "
-              f"{r['rays_per_s'] / 1e3:.1f}k | {r['heldout_psnr']:.2f} |")
-    print(f"\nMoE step time / single-grid step time: {ratio:.2f} (target <= 1.3)")
+    ref = by.get("switchnerf++")
+    if ref is not None:
+        for r in rows:
+            if abs(r["params_total"] - ref["params_total"]) > 1e-3 * ref["params_total"]:
+                print(f"WARNING: {r['method']} has {r['params_total']:,} parameters, switchnerf++ "
+                      f"{ref['params_total']:,}: not an equal-parameter comparison", flush=True)
+    print()
+    print(markdown(rows, thresholds, args.seconds, ratio))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"seconds": args.seconds, "presets": rows,
-                                    "moe_over_single_step_time": ratio}, indent=2))
-    print(f"wrote {args.out}")
+    args.out.write_text(json.dumps({
+        "date": datetime.date.today().isoformat(), "seconds": args.seconds,
+        "eval_every_s": args.eval_every, "eval_images": args.eval_images,
+        "thresholds_db": thresholds, "base_config": "configs/cpu-demo.yaml", "extra_sets": args.set,
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "ops": backend,
+                    "torch": torch.__version__, "python": platform.python_version()},
+        "methods": rows, "moe_over_single_step_time": ratio}, indent=2))
+    print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
     return 0
 
 

@@ -19,6 +19,8 @@ import yaml
 
 from switchnerf.errors import SwitchNerfError
 
+MAX_HASHMAP_SIZE = (1 << 31) - 1  # level sizes are int32 (switchnerf.encoding.levels)
+
 
 @dataclass
 class GridConfig:
@@ -37,12 +39,21 @@ class ExpertsConfig:
 
     Expert e's finest resolution is spread geometrically from
     ``finest_resolution * coarsest_fraction`` (expert 0) to ``finest_resolution`` (expert E-1).
+
+    Each hashed level of each expert holds ``2 ** log2_hashmap_size`` rows, or exactly
+    ``hashmap_size`` rows when that is set (it then overrides ``log2_hashmap_size``). Coarse
+    levels whose vertices fit in fewer rows are dense and smaller, so grids of different
+    shapes rarely have equal parameter counts at powers of two; an explicit ``hashmap_size``
+    (any integer in [8, 2**31 - 1]; the hash is then reduced modulo the size) lets the
+    baselines in configs/ match switchnerf++ (values solved with
+    ``switchnerf.encoding.levels.solve_hashmap_size``, checked by tests/test_presets_params.py).
     """
 
     n_experts: int = 8
     n_levels: int = 16
     n_features_per_level: int = 2
     log2_hashmap_size: int = 19
+    hashmap_size: int | None = None  # rows per hashed level; overrides log2_hashmap_size
     base_resolution: int = 16
     finest_resolution: int = 4096
     coarsest_fraction: float = 0.125
@@ -274,6 +285,13 @@ def validate(cfg: Config) -> None:
     if e.n_features_per_level not in (1, 2, 4, 8):
         raise SwitchNerfError(
             f"config: model.experts.n_features_per_level: must be 1, 2, 4 or 8, got {e.n_features_per_level}")
+    if not 3 <= e.log2_hashmap_size <= 31:
+        raise SwitchNerfError(
+            f"config: model.experts.log2_hashmap_size: must be in [3, 31], got {e.log2_hashmap_size}")
+    if e.hashmap_size is not None and not 8 <= e.hashmap_size <= MAX_HASHMAP_SIZE:
+        raise SwitchNerfError(
+            f"config: model.experts.hashmap_size: rows per hashed level must be in "
+            f"[8, 2**31 - 1] (or null for 2**log2_hashmap_size), got {e.hashmap_size}")
     if cfg.model.head.density_activation not in ("trunc_exp", "softplus"):
         raise SwitchNerfError(
             f"config: model.head.density_activation: expected trunc_exp or softplus, "

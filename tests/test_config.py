@@ -49,9 +49,3 @@ def test_parse_set_nested():
 def test_fixed_grid_must_match_expert_count():
     with pytest.raises(SwitchNerfError, match="fixed_grid"):
         load_config(None, ["model.routing.kind=fixed", "model.routing.fixed_grid=[3, 3]"])
-
-
-def test_single_grid_preset_has_param_count_of_switchnerf():
-    single = load_config(CONFIGS / "single-grid.yaml").model.experts
-    moe = load_config(CONFIGS / "switchnerf++.yaml").model.experts
-    assert 2**single.log2_hashmap_size == moe.n_experts * 2**moe.log2_hashmap_size

@@ -1,11 +1,13 @@
 """Level geometry against numbers worked out by hand from tcnn's formulas."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from switchnerf.encoding import GridSpec, HashExperts, HashGrid, LevelTable
 from switchnerf.encoding.experts import geometric_expert_specs
-from switchnerf.encoding.levels import grid_level_specs
+from switchnerf.encoding.levels import experts_rows, grid_level_specs, solve_hashmap_size
 
 
 def test_small_grid_by_hand():
@@ -117,3 +119,47 @@ def test_level_buffers_follow_the_module_and_survive_casts():
     assert experts.levels.scale.dtype == torch.float32
     assert torch.equal(experts.levels.scale, before)
     assert experts.state_dict().keys() == {"params"}
+
+
+def test_explicit_hashmap_size_caps_hashed_levels():
+    # base 4, pls 2: res 4, 8, 16 (64, 512, 4096 vertices). T = 300: level 0 dense (64 rows),
+    # levels 1 and 2 hashed with 300 rows each. T = 600: level 1 fits (512 rows, dense).
+    specs = grid_level_specs(3, 8, 4, 2.0, hashmap_size=300)
+    assert [(s.size, s.hashed) for s in specs] == [(64, False), (300, True), (300, True)]
+    specs = grid_level_specs(3, 8, 4, 2.0, hashmap_size=600)
+    assert [(s.size, s.hashed) for s in specs] == [(64, False), (512, False), (600, True)]
+    lv = LevelTable.for_grid(n_levels=3, n_features=2, log2_hashmap_size=8, base_resolution=4,
+                             per_level_scale=2.0, hashmap_size=300)
+    assert lv.offset.tolist() == [[0, 64, 364]] and lv.n_rows == 664
+    assert lv.pow2_sizes == (True, False, False)
+    grid = HashGrid(n_levels=3, log2_hashmap_size=8, base_resolution=4, hashmap_size=300)
+    assert grid.params.numel() == 664 * 2 and "hashmap_size=300" in repr(grid)
+    # a power-of-two hashmap_size is the same grid as its log2
+    assert LevelTable.for_grid(n_levels=3, n_features=2, log2_hashmap_size=19, base_resolution=4,
+                               per_level_scale=2.0, hashmap_size=256).size.tolist() == [[64, 256, 256]]
+    experts = geometric_expert_specs(2, finest_resolution=256, hashmap_size=1000)
+    assert [s.table_size for s in experts] == [1000, 1000]
+    assert GridSpec(4, 8, per_level_scale=2.0).table_size == 256
+    for bad in (7, 2**31):
+        with pytest.raises(ValueError, match="hashmap_size"):
+            GridSpec(4, 8, per_level_scale=2.0, hashmap_size=bad)
+    with pytest.raises(TypeError, match="hashmap_size"):
+        GridSpec(4, 8, per_level_scale=2.0, hashmap_size=1.5)
+
+
+def test_solve_hashmap_size_picks_the_nearest_total():
+    # rows(T) = 64 + 2 T for 64 < T < 512 (the example grid above)
+    spec = GridSpec(4, 8, per_level_scale=2.0)
+    assert experts_rows([spec], 3) == 64 + 2 * 256
+    assert solve_hashmap_size([spec], 3, 64 + 2 * 300) == 300  # exact
+    assert solve_hashmap_size([spec], 3, 64 + 2 * 300 + 1) == 300  # tie: the smaller
+    assert solve_hashmap_size([spec, spec], 3, 2 * (64 + 2 * 300) + 3) == 301  # 4 rows per step
+    assert solve_hashmap_size([spec], 3, 0) == 8  # below everything: the smallest size
+    # two experts of different shapes (as fixed-grid against switchnerf++)
+    specs = geometric_expert_specs(8, finest_resolution=1024, log2_hashmap_size=15)
+    target = experts_rows(specs, 16) + 12345
+    size = solve_hashmap_size(specs, 16, target)
+    bigger = [dataclasses.replace(s, hashmap_size=size) for s in specs]
+    hashed = sum(s.hashed for b in bigger for s in grid_level_specs(
+        16, 15, b.base_resolution, b.resolve_per_level_scale(16), hashmap_size=size))
+    assert abs(experts_rows(bigger, 16) - target) <= hashed // 2

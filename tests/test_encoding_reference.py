@@ -30,14 +30,15 @@ def _round_f32(v: Fraction) -> float:
     return sign * float(n * Fraction(2) ** (e - 23))
 
 
-def _naive_levels(base, pls, log2_t, n_levels, first_row):
-    """(scale, res, size, offset, hashed) per level, re-derived from tcnn's formulas."""
+def _naive_levels(base, pls, log2_t, n_levels, first_row, table_size=None):
+    """(scale, res, size, offset, hashed) per level, re-derived from tcnn's formulas
+    (``table_size`` rows per hashed level in place of ``2 ** log2_t`` when given)."""
     out, offset = [], first_row
     for lvl in range(n_levels):
         scale = np.exp2(np.float32(lvl) * np.log2(np.float32(pls))) * np.float32(base)
         scale = np.float32(scale - np.float32(1))
         res = math.ceil(float(scale)) + 1
-        size = min((res**3 + 7) // 8 * 8, 2**log2_t)
+        size = min((res**3 + 7) // 8 * 8, table_size or 2**log2_t)
         out.append((float(scale), res, size, offset, size < res**3))
         offset += size
     return out, offset
@@ -120,6 +121,35 @@ def test_matches_scalar_model_on_mixed_dense_and_hashed_experts():
     rows = table.tolist()
     expected = [_naive_point(p, rows, naive[e]) for p, e in zip(x.tolist(), expert_id.tolist())]
     # float64 table: any float32 weight or row difference would show far above 1e-12.
+    torch.testing.assert_close(out, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_matches_scalar_model_with_non_power_of_two_tables():
+    """Explicit hashmap sizes: the hash is reduced modulo the size, not masked."""
+    gen = torch.Generator().manual_seed(2)
+    configs = [(3, 1.5, 10, 1000), (4, 2.0, 8, None), (2, 3.1, 9, 333), (16, 6.0, 6, 72)]
+    specs = [GridSpec(b, t, per_level_scale=p, hashmap_size=h) for b, p, t, h in configs]
+    lv = LevelTable.for_experts(specs, n_levels=3, n_features=2)
+    naive, first = [], 0
+    for b, p, t, h in configs:
+        levels, first = _naive_levels(b, p, t, 3, first, table_size=h)
+        naive.append(levels)
+    assert first == lv.n_rows
+    # 1000 exceeds every level of expert 0 (all dense); 333 caps expert 2's hashed levels.
+    assert lv.size.tolist() == [[32, 128, 344], [64, 256, 256], [8, 333, 333], [72, 72, 72]]
+    assert lv.pow2_sizes == (False, False, False)
+    table = torch.randn(lv.n_rows, 2, dtype=torch.float64, generator=gen)
+    x = torch.rand(64, 3, generator=gen)
+    expert_id = torch.randint(0, 4, (64,), generator=gen)
+    out = hash_encode_reference(x, table, expert_id, lv)
+    rows = table.tolist()
+    expected = [_naive_point(p, rows, naive[e]) for p, e in zip(x.tolist(), expert_id.tolist())]
+    torch.testing.assert_close(out, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
+    # one expert alone: every level "hashed" with a non-power-of-two size
+    single = LevelTable.for_experts(specs[3:], n_levels=3, n_features=2)
+    assert single.level_kinds == ("hashed",) * 3 and single.pow2_sizes == (False,) * 3
+    out = hash_encode_reference(x, table[lv.expert_rows(3)[0]:], None, single)
+    expected = [_naive_point(p, rows, naive[3]) for p in x.tolist()]  # absolute rows
     torch.testing.assert_close(out, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-12)
 
 

@@ -77,6 +77,20 @@ def test_experts_forward_and_table_gradient(native, n_experts, n_points):
     check_against_reference(x, random_table(levels, gen), eid, levels, gen)
 
 
+@pytest.mark.parametrize("n_experts", [1, 3, 8])
+def test_non_power_of_two_tables(native, n_experts):
+    """Explicit hashmap sizes (the baselines' equal-parameter tables): modulo, not mask."""
+    gen = torch.Generator().manual_seed(40 + n_experts)
+    specs = [GridSpec(2 + e, 9, max_resolution=float(24 + 40 * e), hashmap_size=333 + 100 * e)
+             for e in range(n_experts)]
+    levels = LevelTable.for_experts(specs, n_levels=6, n_features=2)
+    assert all(s & (s - 1) for s in levels.size[levels.hashed].tolist())  # hashed: not 2^k
+    assert levels.hashed.any()
+    x = ray_points(4000, gen)
+    eid = torch.randint(0, n_experts, (4000,), generator=gen)
+    check_against_reference(x, random_table(levels, gen), eid, levels, gen)
+
+
 def test_levels_cover_dense_hashed_and_mixed():
     kinds = set(expert_levels(8).level_kinds)
     assert kinds == {"dense", "hashed", "mixed"}

@@ -24,11 +24,13 @@ def geometric_expert_specs(
     finest_resolution: float = 4096,
     coarsest_fraction: float = 1 / 8,
     log2_hashmap_size: int = 19,
+    hashmap_size: int | None = None,
 ) -> list[GridSpec]:
     """Expert grids whose finest resolutions grow geometrically, coarse (expert 0) to fine.
 
     Expert ``e`` gets ``max_resolution = round(finest * coarsest_fraction ** ((E-1-e) / (E-1)))``;
-    a single expert gets ``finest_resolution``.
+    a single expert gets ``finest_resolution``. Every expert's hashed levels hold
+    ``hashmap_size`` rows if given, else ``2 ** log2_hashmap_size``.
 
     >>> [s.max_resolution for s in geometric_expert_specs(4, finest_resolution=4096)]
     [512, 1024, 2048, 4096]
@@ -46,7 +48,8 @@ def geometric_expert_specs(
                 f"expert {e}: max resolution {max_resolution} below base_resolution "
                 f"{base_resolution}; raise finest_resolution or coarsest_fraction"
             )
-        specs.append(GridSpec(base_resolution, log2_hashmap_size, max_resolution=max_resolution))
+        specs.append(GridSpec(base_resolution, log2_hashmap_size, max_resolution=max_resolution,
+                              hashmap_size=hashmap_size))
     return specs
 
 

@@ -20,6 +20,9 @@ PARAM_INIT_RANGE = 1e-4
 class HashGrid(nn.Module):
     """Multiresolution hash encoding of points in the unit cube (tcnn config keys).
 
+    ``hashmap_size`` (rows of a hashed level, any size) overrides ``2 ** log2_hashmap_size``;
+    it is not a tcnn key, and tcnn cannot load such a table.
+
     ``params`` is one flat parameter of ``R * F`` values: level ``l`` occupies
     rows ``levels.offset[0, l] ... + levels.size[0, l]`` of ``table_view()``
     [R, F], the same layout as tcnn's parameter vector, so weights transfer.
@@ -38,11 +41,13 @@ class HashGrid(nn.Module):
         log2_hashmap_size: int = 19,
         base_resolution: int = 16,
         per_level_scale: float = 2.0,
+        hashmap_size: int | None = None,
     ):
         super().__init__()
         self.n_levels = n_levels
         self.n_features_per_level = n_features_per_level
         self.log2_hashmap_size = log2_hashmap_size
+        self.hashmap_size = hashmap_size
         self.base_resolution = base_resolution
         self.per_level_scale = float(per_level_scale)
         self._levels = LevelTable.for_grid(
@@ -51,6 +56,7 @@ class HashGrid(nn.Module):
             log2_hashmap_size=log2_hashmap_size,
             base_resolution=base_resolution,
             per_level_scale=per_level_scale,
+            hashmap_size=hashmap_size,
         )
         register_level_buffers(self, self._levels)
         n_params = self._levels.n_rows * n_features_per_level
@@ -67,6 +73,7 @@ class HashGrid(nn.Module):
         log2_hashmap_size: int = 19,
         base_resolution: int = 16,
         max_resolution: float = 2048,
+        hashmap_size: int | None = None,
     ) -> HashGrid:
         """A grid whose scale grows by ``exp(log(max / base) / (L - 1))`` per level."""
         return cls(
@@ -75,6 +82,7 @@ class HashGrid(nn.Module):
             log2_hashmap_size=log2_hashmap_size,
             base_resolution=base_resolution,
             per_level_scale=per_level_scale_for(base_resolution, max_resolution, n_levels),
+            hashmap_size=hashmap_size,
         )
 
     @property
@@ -97,6 +105,8 @@ class HashGrid(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"n_levels={self.n_levels}, n_features_per_level={self.n_features_per_level}, "
-            f"log2_hashmap_size={self.log2_hashmap_size}, base_resolution={self.base_resolution}, "
+            f"log2_hashmap_size={self.log2_hashmap_size}, "
+            + (f"hashmap_size={self.hashmap_size}, " if self.hashmap_size is not None else "")
+            + f"base_resolution={self.base_resolution}, "
             f"per_level_scale={self.per_level_scale:.6g}, rows={self._levels.n_rows}"
         )

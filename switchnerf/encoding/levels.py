@@ -4,7 +4,10 @@ Per level ``l`` of a grid (tcnn ``GridEncoding``, float32 as on the device):
 
 * ``scale_l = exp2f(l * log2f(per_level_scale)) * base_resolution - 1``
 * ``res_l = ceilf(scale_l) + 1`` vertices per axis
-* ``size_l = min(next_multiple_of_8(res_l ** 3), 2 ** log2_hashmap_size)`` rows
+* ``size_l = min(next_multiple_of_8(res_l ** 3), T)`` rows, with the table size
+  ``T = 2 ** log2_hashmap_size`` (tcnn) or an explicit ``hashmap_size`` of any value
+  (not a tcnn option: lets grids of different shapes hold equal parameter counts; a
+  non-power-of-two ``T`` reduces the hash modulo ``T`` instead of masking it)
 * the level is hashed when ``size_l < stride`` with ``stride = res_l ** 3`` for
   ``res_l <= 1625`` (``0x659``, the largest cube below ``2 ** 32``) and
   ``0xFFFFFFFF`` above; otherwise it is dense (row = ``x + y * res + z * res ** 2``).
@@ -45,12 +48,15 @@ class GridSpec:
 
     Give exactly one of ``per_level_scale`` and ``max_resolution``; the latter
     becomes ``exp(log(max_resolution / base_resolution) / (n_levels - 1))``.
+    ``hashmap_size``, when given, is the row count of each hashed level and
+    overrides ``2 ** log2_hashmap_size`` (see :attr:`table_size`).
     """
 
     base_resolution: int
     log2_hashmap_size: int
     per_level_scale: float | None = None
     max_resolution: float | None = None
+    hashmap_size: int | None = None
 
     def __post_init__(self) -> None:
         if (self.per_level_scale is None) == (self.max_resolution is None):
@@ -61,6 +67,13 @@ class GridSpec:
             raise ValueError(
                 f"GridSpec: log2_hashmap_size must be in [3, 31], got {self.log2_hashmap_size}"
             )
+        if self.hashmap_size is not None:
+            check_hashmap_size(self.hashmap_size, "GridSpec: hashmap_size")
+
+    @property
+    def table_size(self) -> int:
+        """Rows of a hashed level: ``hashmap_size`` if given, else ``2 ** log2_hashmap_size``."""
+        return table_size(self.log2_hashmap_size, self.hashmap_size)
 
     def resolve_per_level_scale(self, n_levels: int) -> float:
         """The per-level growth factor for ``n_levels`` levels."""
@@ -76,24 +89,52 @@ def per_level_scale_for(base_resolution: int, max_resolution: float, n_levels: i
     return math.exp(math.log(max_resolution / base_resolution) / (n_levels - 1))
 
 
+MAX_HASHMAP_SIZE = (1 << 31) - 1
+"""Largest table size: level sizes are held as int32 (and uint32 in the kernels)."""
+
+
+def check_hashmap_size(hashmap_size: int, where: str = "hashmap_size") -> None:
+    """Raise unless ``hashmap_size`` is an integer (TypeError) in ``[8, 2**31 - 1]`` (ValueError)."""
+    if isinstance(hashmap_size, bool) or not isinstance(hashmap_size, (int, np.integer)):
+        raise TypeError(f"{where}: expected an integer, got {hashmap_size!r}")
+    if not 8 <= hashmap_size <= MAX_HASHMAP_SIZE:
+        raise ValueError(f"{where}: must be in [8, 2**31 - 1], got {hashmap_size}")
+
+
+def table_size(log2_hashmap_size: int, hashmap_size: int | None = None) -> int:
+    """Rows of a hashed level: ``hashmap_size`` when given, else ``2 ** log2_hashmap_size``."""
+    return int(hashmap_size) if hashmap_size is not None else 1 << log2_hashmap_size
+
+
 def _next_multiple_of_8(n: int) -> int:
     return (n + 7) // 8 * 8
 
 
 def grid_level_specs(
-    n_levels: int, log2_hashmap_size: int, base_resolution: int, per_level_scale: float
+    n_levels: int,
+    log2_hashmap_size: int,
+    base_resolution: int,
+    per_level_scale: float,
+    *,
+    hashmap_size: int | None = None,
 ) -> list[GridLevelSpec]:
     """Scale, resolution, rows and dense/hashed flag of each level, exactly as tcnn computes them.
 
+    ``hashmap_size`` (rows of a hashed level) overrides ``2 ** log2_hashmap_size``.
+
     >>> [(s.resolution, s.size, s.hashed) for s in grid_level_specs(3, 8, 4, 2.0)]
     [(4, 64, False), (8, 256, True), (16, 256, True)]
+    >>> [s.size for s in grid_level_specs(3, 8, 4, 2.0, hashmap_size=300)]
+    [64, 300, 300]
     """
     if n_levels < 1:
         raise ValueError(f"n_levels must be >= 1, got {n_levels}")
+    if hashmap_size is not None:
+        check_hashmap_size(hashmap_size)
     one = np.float32(1.0)
     log2_pls = np.log2(np.float32(per_level_scale))  # float32, as tcnn passes it to the kernel
     base = np.float32(base_resolution)
-    cap = 1 << log2_hashmap_size
+    cap = table_size(log2_hashmap_size, hashmap_size)
     specs = []
     for level in range(n_levels):
         scale = np.float32(np.exp2(np.float32(level) * log2_pls) * base - one)
@@ -102,6 +143,52 @@ def grid_level_specs(
         stride = resolution**3 if resolution <= DENSE_RESOLUTION_LIMIT else 0xFFFFFFFF
         specs.append(GridLevelSpec(level, float(scale), resolution, size, size < stride))
     return specs
+
+
+def _is_pow2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def experts_rows(specs: Sequence[GridSpec], n_levels: int) -> int:
+    """Total table rows of the grids ``specs`` (what :meth:`LevelTable.for_experts` lays out)."""
+    total = 0
+    for spec in specs:
+        pls = spec.resolve_per_level_scale(n_levels)
+        levels = grid_level_specs(n_levels, spec.log2_hashmap_size, spec.base_resolution, pls,
+                                  hashmap_size=spec.hashmap_size)
+        total += sum(s.size for s in levels)
+    return total
+
+
+def solve_hashmap_size(specs: Sequence[GridSpec], n_levels: int, target_rows: int) -> int:
+    """The ``hashmap_size`` that, given to every grid of ``specs``, brings their total row
+    count nearest to ``target_rows`` (the smaller size on a tie).
+
+    Rows grow with the table size ``T`` by one per hashed level, so a total is hit exactly
+    only when the remainder divides evenly; otherwise the result is off by at most half
+    the number of hashed levels. Used to write explicit sizes into presets that must match
+    another preset's parameter count (tests/test_presets_params.py).
+
+    >>> spec = GridSpec(4, 8, per_level_scale=2.0)  # levels: 64 dense rows + 2 hashed
+    >>> solve_hashmap_size([spec], 3, 64 + 2 * 300)
+    300
+    """
+
+    def rows(size: int) -> int:
+        return experts_rows([dataclasses.replace(s, hashmap_size=size) for s in specs], n_levels)
+
+    lo, hi = 8, MAX_HASHMAP_SIZE
+    if rows(hi) <= target_rows:
+        return hi
+    while hi - lo > 1:  # rows(lo) < target <= rows(hi), or lo is the floor
+        mid = (lo + hi) // 2
+        if rows(mid) < target_rows:
+            lo = mid
+        else:
+            hi = mid
+    if rows(lo) >= target_rows:
+        return lo
+    return lo if target_rows - rows(lo) <= rows(hi) - target_rows else hi
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +214,9 @@ class LevelTable:
     n_experts: int
     level_kinds: tuple[str, ...]
     """Per level: "dense" or "hashed" when every expert agrees, else "mixed" (host-side, no sync)."""
+    pow2_sizes: tuple[bool, ...]
+    """Per level: True when every expert's row count is a power of two, so a hash may be
+    masked instead of reduced modulo the size (host-side)."""
 
     TENSOR_FIELDS = ("scale", "resolution", "size", "offset", "hashed")
 
@@ -146,9 +236,11 @@ class LevelTable:
         log2_hashmap_size: int,
         base_resolution: int,
         per_level_scale: float,
+        hashmap_size: int | None = None,
     ) -> LevelTable:
         """The table of one grid (E = 1)."""
-        spec = GridSpec(base_resolution, log2_hashmap_size, per_level_scale=per_level_scale)
+        spec = GridSpec(base_resolution, log2_hashmap_size, per_level_scale=per_level_scale,
+                        hashmap_size=hashmap_size)
         return cls.for_experts([spec], n_levels=n_levels, n_features=n_features)
 
     @classmethod
@@ -162,7 +254,8 @@ class LevelTable:
         offset = 0
         for spec in specs:
             pls = spec.resolve_per_level_scale(n_levels)
-            levels = grid_level_specs(n_levels, spec.log2_hashmap_size, spec.base_resolution, pls)
+            levels = grid_level_specs(n_levels, spec.log2_hashmap_size, spec.base_resolution, pls,
+                                      hashmap_size=spec.hashmap_size)
             expert_rows = []
             for s in levels:
                 expert_rows.append((s.scale, s.resolution, s.size, offset, s.hashed))
@@ -174,6 +267,7 @@ class LevelTable:
         for level in range(n_levels):
             flags = {hashed[e][level] for e in range(len(specs))}
             kinds.append("mixed" if len(flags) == 2 else ("hashed" if True in flags else "dense"))
+        pow2 = tuple(all(_is_pow2(int(r[level])) for r in columns[2]) for level in range(n_levels))
         return cls(
             scale=torch.tensor(columns[0], dtype=torch.float32),
             resolution=torch.tensor(columns[1], dtype=torch.int32),
@@ -185,6 +279,7 @@ class LevelTable:
             n_features=n_features,
             n_experts=len(specs),
             level_kinds=tuple(kinds),
+            pow2_sizes=pow2,
         )
 
     def to(self, device: torch.device | str) -> LevelTable:

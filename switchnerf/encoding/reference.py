@@ -71,11 +71,13 @@ def _corner_rows(
     offset: torch.Tensor,
     hashed: torch.Tensor,
     kind: str,
+    pow2: bool = False,
 ) -> torch.Tensor:
     """Flat-table rows of the 8 cell corners at one level, as tcnn's ``grid_index``.
 
     pos_grid: int64 [N, 3]; resolution, size, offset: int64 [N] or [1];
-    hashed: bool [N] or [1]; kind: "dense", "hashed" or "mixed" for this level.
+    hashed: bool [N] or [1]; kind: "dense", "hashed" or "mixed" for this level;
+    pow2: every size of this level is a power of two (a hash is then masked, not reduced).
     Returns int64 [N, 8], corner ``c`` with bit ``d`` of ``c`` selecting
     ``pos_grid[:, d] + 1`` on axis ``d``.
     """
@@ -92,9 +94,11 @@ def _corner_rows(
     t1 = terms[:, 1, None, :, None]
     t2 = terms[:, 2, :, None, None]  # broadcast to [N, 2(z), 2(y), 2(x)]
     size4 = size.view(-1, 1, 1, 1)
-    if kind == "hashed":
-        # Hashed levels have power-of-two sizes that divide 2**32: the mask is the modulo.
+    if kind == "hashed" and pow2:
+        # Power-of-two sizes divide 2**32: the mask is the modulo of the uint32 hash.
         rows = (t0 ^ t1 ^ t2) & (size4 - 1)
+    elif kind == "hashed":
+        rows = ((t0 ^ t1 ^ t2) & MASK32) % size4
     elif kind == "dense":
         rows = ((t0 + t1 + t2) & MASK32) % size4
     else:
@@ -219,6 +223,7 @@ def hash_encode_reference(
             offset[:, level],
             hashed[:, level],
             levels.level_kinds[level],
+            levels.pow2_sizes[level],
         )  # [N, 8]
         weights.append(_corner_weights(frac).to(acc_dtype))  # [N, 8]
     return _CornerGather.apply(table, rows, torch.stack(weights))
