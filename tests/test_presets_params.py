@@ -59,21 +59,10 @@ def _field_honours_hashmap_size() -> bool:
     return build(cfg).experts.params.numel() == 2 * 1000 * 2  # levels x rows x features
 
 
-# SwitchField has to pass model.experts.hashmap_size on to geometric_expert_specs (one line
-# in switchnerf/model/field.py, left to the engineers editing that file). Until it does,
-# the baselines cannot match and these tests are expected to fail; the marker turns itself
-# off once the field honours the key, and can then be removed.
-needs_field_support = pytest.mark.xfail(
-    not _field_honours_hashmap_size(), strict=True,
-    reason="switchnerf/model/field.py does not pass model.experts.hashmap_size to the experts yet")
-
-
-@needs_field_support
 def test_field_builds_tables_of_hashmap_size():
     assert _field_honours_hashmap_size()
 
 
-@needs_field_support
 @pytest.mark.parametrize("scale", ["paper", "cpu"])
 @pytest.mark.parametrize("method", BASELINES)
 def test_equal_parameter_count(scale, method):

@@ -66,7 +66,7 @@ class SwitchField(nn.Module):
         specs = geometric_expert_specs(
             ex.n_experts, base_resolution=ex.base_resolution,
             finest_resolution=ex.finest_resolution, coarsest_fraction=ex.coarsest_fraction,
-            log2_hashmap_size=ex.log2_hashmap_size)
+            log2_hashmap_size=ex.log2_hashmap_size, hashmap_size=ex.hashmap_size)
         self.experts = HashExperts(specs, n_levels=ex.n_levels,
                                    n_features_per_level=ex.n_features_per_level)
         if rt.kind == "gate":
