@@ -99,7 +99,6 @@ def test_single_routing_sends_all_to_expert_zero():
 def test_appearance_none_uses_mean_embedding():
     torch.manual_seed(4)
     field = SwitchField(tiny_cfg(), n_images=3)
-    x, d, _ = inputs(5)
     emb = field.appearance_for(None, 5, "cpu")
     assert torch.allclose(emb[0], field.appearance.weight.mean(0))
 

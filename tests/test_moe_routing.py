@@ -4,8 +4,13 @@ import math
 
 import torch
 
-from switchnerf.moe.routing import (balance_loss, capacity_keep_mask, expert_load,
-                                    sort_into_segments, top1)
+from switchnerf.moe.routing import (
+    balance_loss,
+    capacity_keep_mask,
+    expert_load,
+    sort_into_segments,
+    top1,
+)
 
 
 def test_balance_loss_uniform_routing_is_one():

@@ -149,7 +149,7 @@ def test_eval_protocol_measures_right_halves(tiny_scene):
     rec = scene.images("val")[1]
     w, h = rec.width, rec.height
     assert view.col0 == w // 2 and view.target.shape == (h, w - w // 2, 3)
-    origins, dirs = scene.rays_for_image("val", 1)
+    _origins, dirs = scene.rays_for_image("val", 1)
     right = (torch.arange(h * w) % w) >= w // 2
     assert torch.equal(view.rays.directions, dirs[right])
     assert view.rays.image_index.eq(n_train + 1).all()

@@ -33,11 +33,11 @@ class BoxFrame:
     def diagonal(self) -> float:
         return float(torch.linalg.norm(self.extent))
 
-    def to(self, device) -> "BoxFrame":
+    def to(self, device) -> BoxFrame:
         return BoxFrame(self.lo.to(device), self.hi.to(device))
 
     @classmethod
-    def from_bbox(cls, bbox, device="cpu") -> "BoxFrame":
+    def from_bbox(cls, bbox, device="cpu") -> BoxFrame:
         b = torch.as_tensor(bbox, dtype=torch.float32, device=device)
         return cls(b[0].clone(), b[1].clone())
 
@@ -141,6 +141,6 @@ def render_image_rays(field, grid: OccupancyGrid, rays: RayBatch, box: BoxFrame,
     for start in range(0, len(rays), chunk):
         r = render_rays(field, grid, rays[start:start + chunk], box, cfg,
                         use_appearance_index=use_appearance_index)
-        for k in parts:
-            parts[k].append(r[k])
+        for k, values in parts.items():
+            values.append(r[k])
     return {k: torch.cat(v) if v else torch.zeros(0) for k, v in parts.items()}

@@ -197,7 +197,7 @@ def render_partition_map(partition: Partition, scene: Scene, path, *, size: int 
     lo, hi = lo - 0.05 * span.max(), hi + 0.05 * span.max()
     span = hi - lo
     scale = (size - 1) / span.max()  # pixels per world unit
-    w, h = (max(int(round(float(v) * scale)) + 1, 2) for v in span[:2])
+    w, h = (max(round(float(v) * scale) + 1, 2) for v in span[:2])
 
     def to_px(xy):
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)

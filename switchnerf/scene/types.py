@@ -84,14 +84,14 @@ class RayBatch:
     def __len__(self) -> int:
         return self.origins.shape[0]
 
-    def to(self, device) -> "RayBatch":
+    def to(self, device) -> RayBatch:
         def mv(t):
             return None if t is None else t.to(device, non_blocking=True)
 
         return RayBatch(mv(self.origins), mv(self.directions), mv(self.near), mv(self.far),
                         mv(self.rgb), mv(self.image_index))
 
-    def __getitem__(self, sl) -> "RayBatch":
+    def __getitem__(self, sl) -> RayBatch:
         def cut(t):
             return None if t is None else t[sl]
 

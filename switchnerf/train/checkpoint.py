@@ -59,5 +59,5 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict[str, Any]:
         raise SwitchNerfError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated or foreign file
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails in many ways
         raise SwitchNerfError(f"{path}: not a readable switchnerf checkpoint ({exc.__class__.__name__})") from None

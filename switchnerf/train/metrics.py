@@ -60,7 +60,7 @@ class LpipsMetric:
         self.model = None
         self.reason = ""
         try:
-            import lpips  # noqa: F401
+            import lpips
         except ImportError:
             self.reason = "the lpips package is not installed (pip install lpips)"
             return

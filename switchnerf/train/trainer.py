@@ -12,7 +12,8 @@ import math
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 
 import torch
@@ -175,7 +176,7 @@ class Trainer:
         cfg = self.cfg.train
         max_steps = cfg.max_steps if max_steps is None else max_steps
         old_handlers = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        log = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        log = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 - closed in finally
         start, rays_done = time.perf_counter(), 0
         last = None
         try:
