@@ -21,6 +21,7 @@ of PNGs, which is not a dataset a reader understands).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,3 +151,16 @@ def tiny_run(_tiny_run_built, monkeypatch) -> TinyRun:
     monkeypatch.setattr(builder, "scene_and_cameras",
                         lambda _path: (scene, CameraTable.from_scene(scene)))
     return _tiny_run_built
+
+
+@pytest.fixture(scope="session")
+def native():
+    """The native ops, built once per session (and cached on disk across sessions)."""
+    from switchnerf.native import NativeUnavailableError, load_native
+
+    try:
+        return load_native()
+    except NativeUnavailableError as exc:
+        if os.environ.get("SWITCHNERF_BACKEND", "").lower() == "native":
+            raise
+        pytest.skip(f"native ops unavailable: {exc}")

@@ -1,7 +1,6 @@
 """The no-gradient render path: front-to-back evaluation, the fused MLP op, the gate's
 top-1 from logits. Each is checked against the training-time (torch, two-pass) path."""
 
-import os
 
 import pytest
 import torch
@@ -10,18 +9,6 @@ from switchnerf.mlp import apply_mlp, make_mlp
 from switchnerf.render.composite import packed_info
 from switchnerf.render.front_to_back import evaluate_front_to_back
 from switchnerf.render.sampler import prune_invisible
-
-
-@pytest.fixture(scope="module")
-def native():
-    from switchnerf.native import NativeUnavailableError, load_native
-
-    try:
-        return load_native()
-    except NativeUnavailableError as exc:
-        if os.environ.get("SWITCHNERF_BACKEND", "").lower() == "native":
-            raise
-        pytest.skip(f"native ops unavailable: {exc}")
 
 
 def _packed(n_rays: int, seed: int):

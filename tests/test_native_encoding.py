@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
 from switchnerf.encoding.levels import GridSpec, LevelTable
 from switchnerf.encoding.reference import hash_encode_reference
-
-
-@pytest.fixture(scope="session")
-def native():
-    """The native ops, built once per session (and cached on disk across sessions)."""
-    from switchnerf.native import NativeUnavailableError, load_native
-
-    try:
-        return load_native()
-    except NativeUnavailableError as exc:
-        if os.environ.get("SWITCHNERF_BACKEND", "").lower() == "native":
-            raise
-        pytest.skip(f"native ops unavailable: {exc}")
 
 
 def fused(*args):

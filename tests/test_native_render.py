@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
@@ -11,19 +10,6 @@ import torch
 from switchnerf.render.composite import render_weights_torch as render_weights
 from switchnerf.render.occupancy import OccupancyGrid
 from switchnerf.render.sampler import march_rays
-
-
-@pytest.fixture(scope="session")
-def native():
-    """The native ops, built once per session (and cached on disk across sessions)."""
-    from switchnerf.native import NativeUnavailableError, load_native
-
-    try:
-        return load_native()
-    except NativeUnavailableError as exc:
-        if os.environ.get("SWITCHNERF_BACKEND", "").lower() == "native":
-            raise
-        pytest.skip(f"native ops unavailable: {exc}")
 
 
 def fused_weights(*args):
