@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from test_store_scene import make_scene
 from switchnerf.scene.cameras import CameraTable
 from switchnerf.scene.partition import make_partition
 from switchnerf.scene.store import prepare_store
-from switchnerf.scene.store_reader import RayStream
+from switchnerf.scene.store_reader import THREAD_NAME, RayStream
+from switchnerf.scene.store_shards import RayTable
 
 
 @pytest.fixture(scope="module")
@@ -147,20 +149,87 @@ def test_near_far_fn(built):
 
 
 def _stream_threads() -> list:
-    return [t for t in threading.enumerate() if t.name == "switchnerf-raystream"]
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_NAME)]
 
 
-def test_thread_stops_on_close_and_gc(built):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_thread_stops_on_close_and_gc(built, workers):
     _, store, cams = built
-    s = RayStream(store, cams, batch_size=8, prefetch=1)
+    s = RayStream(store, cams, batch_size=8, prefetch=1, workers=workers)
     next(s)
     assert _stream_threads()
     s.close()
     assert not _stream_threads()
-    s = RayStream(store, cams, batch_size=8, prefetch=1)
+    s = RayStream(store, cams, batch_size=8, prefetch=1, workers=workers)
     next(s)
     del s
     gc.collect()
     for t in _stream_threads():
         t.join(timeout=2)
     assert not _stream_threads()
+
+
+@pytest.mark.parametrize("view", [{}, {"cell": 1}, {"rank": 1, "world_size": 2}])
+def test_order_independent_of_workers(built, view):
+    """Shards prepared in parallel are delivered in the one deterministic order."""
+    _, store, cams = built
+
+    def run(workers, prefetch):
+        with RayStream(store, cams, batch_size=23, seed=5, workers=workers,
+                       prefetch=prefetch, **view) as s:
+            unit = s._src.unit
+
+            def uneven(epoch, pos):  # later shards often finish first
+                time.sleep(0.01 * (pos % 3 == 0))
+                return unit(epoch, pos)
+
+            s._src.unit = uneven
+            return [next(s) for _ in range(40)]  # several epochs of the view
+
+    want = run(1, 2)
+    for workers, prefetch in ((2, 2), (3, 1), (4, 6)):
+        got = run(workers, prefetch)
+        for a, b in zip(want, got, strict=True):
+            for k in ("origins", "directions", "near", "far", "rgb", "image_index"):
+                assert torch.equal(getattr(a, k), getattr(b, k)), (workers, prefetch, k)
+
+
+def test_resume_with_other_worker_count(built):
+    _, store, cams = built
+    with RayStream(store, cams, batch_size=31, seed=2, workers=1) as s:
+        for _ in range(13):
+            next(s)
+        state = s.state_dict()
+        want = keys([next(s) for _ in range(15)])
+    with RayStream(store, cams, batch_size=31, seed=2, workers=2) as r:
+        r.load_state_dict(state)
+        assert keys([next(r) for _ in range(15)]) == want
+
+
+def test_worker_failure_raised_in_consumer(built, monkeypatch):
+    _, store, cams = built
+    s = RayStream(store, cams, batch_size=8, workers=2)
+
+    def broken(epoch, pos):
+        raise OSError(f"shard {pos} unreadable")
+
+    monkeypatch.setattr(s._src, "unit", broken)
+    with pytest.raises(OSError, match="unreadable"):
+        next(s)
+    with pytest.raises(StopIteration):
+        next(s)
+    s.close()
+    assert not _stream_threads()
+
+
+def test_ray_table_equals_camera_table(built):
+    _, store, cams = built
+    rec = np.asarray(store.load_records(0))
+    img, pix = rec["image_index"], rec["pixel_index"]
+    o = np.empty((len(rec), 3), np.float32)
+    d = np.empty_like(o)
+    RayTable(cams).rays_into(img.astype(np.int64), pix, o, d)
+    o_ref, d_ref = cams.rays(torch.from_numpy(img.astype(np.int64)),
+                             torch.from_numpy(pix.astype(np.int64)))
+    assert torch.equal(torch.from_numpy(o), o_ref)
+    torch.testing.assert_close(torch.from_numpy(d), d_ref, rtol=0, atol=1e-6)

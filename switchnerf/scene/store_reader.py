@@ -1,4 +1,4 @@
-"""Streaming reader of a ray store: shuffled ``RayBatch``es with a prefetch thread.
+"""Streaming reader of a ray store: shuffled ``RayBatch``es prepared by prefetch workers.
 
 Order of an epoch e (deterministic from ``seed``): the shards in the order
 ``default_rng([seed, e]).permutation(S)``; within shard s, this rank's contiguous slice
@@ -6,120 +6,33 @@ Order of an epoch e (deterministic from ``seed``): the shards in the order
 restricted to the records of ``cell`` when given, permuted by ``default_rng([seed, e, s])``.
 Rank views are therefore disjoint and together cover every record once per epoch.
 
-A background thread loads and prepares the next shards (memory-mapped read, slicing,
-filtering, permutation, and on CPU the ray generation) into a bounded queue while the
-current one is consumed. Memory: ``prefetch + 1`` prepared shards.
+Background workers (threads) load and prepare the next shards (``store_shards``:
+memory-mapped read, slicing, filtering, permutation, and on CPU the ray generation) while the
+current one is consumed. With several workers, shards are prepared in parallel and delivered
+in the order above: the batches do not depend on the number of workers. Memory:
+``max(prefetch, workers) + 1`` prepared shards.
 """
 
 from __future__ import annotations
 
 import contextlib
-
-import queue
-import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Self
 
-import numpy as np
 import torch
 
 from switchnerf.scene.cameras import CameraTable
 from switchnerf.scene.store import RayStore
+from switchnerf.scene.store_shards import ShardSource, shard_order
 from switchnerf.scene.types import RayBatch
 
+__all__ = ["DEFAULT_WORKERS", "NearFarFn", "RayStream", "shard_order"]
+
 NearFarFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-_END = object()  # end of the data (loop=False)
-_CHUNK = 8192  # rays prepared per step in the prefetch thread
-
-
-class _Failure:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-def shard_order(seed: int, epoch: int, n_shards: int) -> np.ndarray:
-    """Shard visiting order of an epoch: int64 [S]."""
-    return np.random.default_rng([seed, epoch]).permutation(n_shards)
-
-
-class _Source:
-    """Everything the prefetch thread needs (no reference to the stream, so it can be
-    garbage-collected while the thread runs)."""
-
-    def __init__(self, store, cams, seed, rank, world_size, cell, rays_in_prefetch):
-        self.store, self.cams, self.seed = store, cams, seed
-        self.rank, self.world_size, self.cell = rank, world_size, cell
-        self.rays_in_prefetch = rays_in_prefetch
-
-    def unit(self, epoch: int, pos: int) -> dict[str, torch.Tensor]:
-        """The prepared records of position ``pos`` of ``epoch``'s shard order (CPU tensors):
-        image_index int64 [n], and either pixel_index int64 [n] + rgb uint8 [n, 3], or
-        origins, directions float32 [n, 3], rgb float32 [n, 3]."""
-        s = int(shard_order(self.seed, epoch, len(self.store.shards))[pos])
-        mm = self.store.load_records(s)  # memory-mapped RECORD_DTYPE [n]
-        n = mm.shape[0]
-        a, b = n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size
-        rng = np.random.default_rng([self.seed, epoch, s])
-        if self.cell is not None:
-            bits = np.asarray(self.store.load_cells(s)[a:b, self.cell // 8])
-            keep = np.flatnonzero(bits & np.uint8(0x80 >> (self.cell % 8)))
-            perm = keep[rng.permutation(keep.shape[0])]
-        else:
-            perm = rng.permutation(b - a)
-        # 12-byte records viewed as int32 triples (image, pixel, rgb + pad byte)
-        raw = torch.from_numpy(np.array(mm[a:b]).view(np.int32).reshape(-1, 3))  # [m, 3]
-        perm_t = torch.from_numpy(perm)
-        m = perm.shape[0]
-        img = torch.empty(m, dtype=torch.int64)
-        if self.rays_in_prefetch:
-            out = {"image_index": img, "origins": torch.empty(m, 3),
-                   "directions": torch.empty(m, 3), "rgb": torch.empty(m, 3)}
-        else:
-            out = {"image_index": img, "pixel_index": torch.empty(m, dtype=torch.int64),
-                   "rgb": torch.empty(m, 3, dtype=torch.uint8)}
-        # Small chunks keep every op under torch's parallel grain size: this thread then
-        # never starts an intra-op thread team competing with the consumer's.
-        for c in range(0, m, _CHUNK):
-            rec = raw.index_select(0, perm_t[c:c + _CHUNK])  # [c, 3] int32
-            i = rec[:, 0].to(torch.int64)
-            pix = rec[:, 1].to(torch.int64)
-            rgb = rec[:, 2:3].contiguous().view(torch.uint8)[:, :3]  # [c, 3] (drop the pad)
-            img[c:c + _CHUNK] = i
-            if not self.rays_in_prefetch:
-                out["pixel_index"][c:c + _CHUNK] = pix
-                out["rgb"][c:c + _CHUNK] = rgb
-                continue
-            out["origins"][c:c + _CHUNK], out["directions"][c:c + _CHUNK] = self.cams.rays(i, pix)
-            torch.mul(rgb, 1.0 / 255.0, out=out["rgb"][c:c + _CHUNK])
-        return out
-
-
-def _produce(src: _Source, start_epoch: int, start_pos: int, loop: bool,
-             q: queue.Queue, stop: threading.Event) -> None:
-    """Thread body: put (epoch, pos, unit) for every position from the start on ``q``."""
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    try:
-        epoch, pos, n_shards = start_epoch, start_pos, len(src.store.shards)
-        while not stop.is_set():
-            if pos >= n_shards:
-                if not loop:
-                    put(_END)
-                    return
-                epoch, pos = epoch + 1, 0
-                continue
-            if not put((epoch, pos, src.unit(epoch, pos))):
-                return
-            pos += 1
-    except BaseException as e:  # handed to the consumer, raised there
-        put(_Failure(e))
+THREAD_NAME = "switchnerf-raystream"  # prefix of the workers' thread names
+DEFAULT_WORKERS = 2  # they only work while fewer than max(prefetch, workers) shards wait
 
 
 class RayStream:
@@ -131,13 +44,17 @@ class RayStream:
     share (see module docstring). near_far_fn(origins, directions, image_index) -> near, far
     float32 [N]; default: the camera table's per-image near/far. Batch tensors: origins,
     directions, rgb float32 [N, 3] (rgb in [0, 1]), near, far float32 [N], image_index
-    int64 [N] (global image index). Use as a context manager or call ``close()``.
+    int64 [N] (global image index). prefetch: prepared shards queued ahead; workers: threads
+    preparing shards in parallel (same batches whatever their number). rays_in_prefetch:
+    generate rays in the workers (default: on CPU) rather than per batch on ``device``.
+    Use as a context manager or call ``close()``.
     """
 
     def __init__(self, store: RayStore, camera_table: CameraTable, *, batch_size: int,
                  device="cpu", cell: int | None = None, rank: int = 0, world_size: int = 1,
                  seed: int = 0, loop: bool = True, near_far_fn: NearFarFn | None = None,
-                 prefetch: int = 2, rays_in_prefetch: bool | None = None):
+                 prefetch: int = 2, workers: int = DEFAULT_WORKERS,
+                 rays_in_prefetch: bool | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -157,14 +74,18 @@ class RayStream:
         self.cell, self.rank, self.world_size, self.seed = cell, rank, world_size, seed
         self.near_far_fn = near_far_fn
         self.prefetch = max(1, int(prefetch))
+        self.workers = max(1, int(workers))
         if rays_in_prefetch is None:
             rays_in_prefetch = self.device.type == "cpu"
-        self._src = _Source(store, camera_table, seed, rank, world_size, cell, rays_in_prefetch)
+        self._src = ShardSource(store, camera_table, seed=seed, rank=rank,
+                                world_size=world_size, cell=cell,
+                                rays_in_prefetch=rays_in_prefetch,
+                                with_near_far=near_far_fn is None)
         self._cams_dev = None if rays_in_prefetch else camera_table.to(self.device)
         self._pos = (0, 0, 0)  # (epoch, shard position, offset) of the next record
-        self._thread = None
-        self._queue = None
-        self._stop = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[int, int, Future]] = deque()  # in delivery order
+        self._submit_at: tuple[int, int] | None = None  # next (epoch, pos) to submit; None: end
         self._unit = None  # (epoch, pos, unit, length)
         self._done = False
 
@@ -202,7 +123,7 @@ class RayStream:
             if state.get(key) != mine:
                 raise ValueError(f"stream state is for {key}={state.get(key)!r}, "
                                  f"this stream has {mine!r}")
-        self._stop_thread()
+        self._stop_workers()
         self._pos = (int(state["epoch"]), int(state["shard"]), int(state["offset"]))
         self._unit, self._done = None, False
 
@@ -235,18 +156,21 @@ class RayStream:
         return self._batch(cols)
 
     def _next_unit(self) -> bool:
-        """Take the next non-empty prepared shard from the queue; False at the end."""
-        if self._thread is None:
-            self._start_thread()
+        """Take the next non-empty prepared shard, in order; False at the end."""
+        if self._pool is None:
+            self._start_workers()
         while True:
-            item = self._queue.get()
-            if item is _END:
+            if not self._pending:
                 self._done = True
                 return False
-            if isinstance(item, _Failure):
+            epoch, pos, fut = self._pending.popleft()
+            self._submit()  # keep the workers busy while this one is awaited and consumed
+            try:
+                unit = fut.result()
+            except BaseException:
                 self._done = True
-                raise item.exc
-            epoch, pos, unit = item
+                self._stop_workers()
+                raise
             length = unit["image_index"].shape[0]
             self._pos = (epoch, pos, self._pos[2] if (epoch, pos) == self._pos[:2] else 0)
             if self._pos[2] < length:
@@ -262,7 +186,8 @@ class RayStream:
             dirs = cols["directions"].to(dev, non_blocking=True)
             rgb = cols["rgb"].to(dev, non_blocking=True)
             if self.near_far_fn is None:
-                near, far = self._src.cams.near[img], self._src.cams.far[img]
+                near = cols["near"].to(dev, non_blocking=True)
+                far = cols["far"].to(dev, non_blocking=True)
         else:
             pix = cols["pixel_index"].to(dev, non_blocking=True)
             origins, dirs = self._cams_dev.rays(img, pix)
@@ -274,32 +199,40 @@ class RayStream:
         return RayBatch(origins=origins, directions=dirs, near=near, far=far, rgb=rgb,
                         image_index=img)
 
-    # thread -------------------------------------------------------------------------------
-    def _start_thread(self) -> None:
-        self._queue = queue.Queue(maxsize=self.prefetch)
-        self._stop = threading.Event()
-        epoch, pos, _ = self._pos
-        self._thread = threading.Thread(
-            target=_produce, args=(self._src, epoch, pos, self.loop, self._queue, self._stop),
-            name="switchnerf-raystream", daemon=True)
-        self._thread.start()
+    # workers ------------------------------------------------------------------------------
+    def _start_workers(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=THREAD_NAME)
+        self._submit_at = self._pos[:2]
+        self._submit()
 
-    def _stop_thread(self) -> None:
-        if self._thread is None:
+    def _submit(self) -> None:
+        """Queue shard preparations, in delivery order, up to max(prefetch, workers)."""
+        n_shards = len(self.store.shards)
+        while self._submit_at is not None and \
+                len(self._pending) < max(self.prefetch, self.workers):
+            epoch, pos = self._submit_at
+            if pos >= n_shards:
+                self._submit_at = (epoch + 1, 0) if self.loop else None
+                continue
+            self._pending.append((epoch, pos, self._pool.submit(self._src.unit, epoch, pos)))
+            self._submit_at = (epoch, pos + 1)
+
+    def _stop_workers(self) -> None:
+        """Cancel queued preparations and wait for running ones (at most one shard each)."""
+        if self._pool is None:
             return
-        self._stop.set()
-        while self._thread.is_alive():
-            with contextlib.suppress(queue.Empty):  # drain so a blocked producer can exit
-                self._queue.get_nowait()
-            self._thread.join(timeout=0.05)
-        self._thread = self._queue = self._stop = None
+        for *_, fut in self._pending:
+            fut.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool, self._submit_at = None, None
 
     def close(self) -> None:
-        """Stop the prefetch thread; the stream can no longer be iterated."""
-        self._stop_thread()
+        """Stop the workers; the stream can no longer be iterated."""
+        self._stop_workers()
         self._unit, self._done = None, True
 
-    def __enter__(self) -> RayStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -307,4 +240,4 @@ class RayStream:
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to stop
-            self._stop_thread()
+            self._stop_workers()
