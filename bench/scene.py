@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import resource
 import subprocess
@@ -92,10 +93,11 @@ def ensure_bigcity() -> None:
 
 
 def bench_stream(store, cams, batch_size: int, n_batches: int,
-                 rays_in_prefetch: bool | None = None) -> dict:
-    from switchnerf.scene.store_reader import RayStream
+                 rays_in_prefetch: bool | None = None, workers: int | None = None) -> dict:
+    from switchnerf.scene.store_reader import DEFAULT_WORKERS, RayStream
 
-    with RayStream(store, cams, batch_size=batch_size, seed=0,
+    workers = DEFAULT_WORKERS if workers is None else workers
+    with RayStream(store, cams, batch_size=batch_size, seed=0, workers=workers,
                    rays_in_prefetch=rays_in_prefetch) as stream:
         t0 = time.perf_counter()
         next(stream)
@@ -106,7 +108,7 @@ def bench_stream(store, cams, batch_size: int, n_batches: int,
             rays += len(next(stream))
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"batch_size": batch_size, "batches": n_batches, "seconds": dt,
-            "rays_in_prefetch": rays_in_prefetch,
+            "rays_in_prefetch": rays_in_prefetch, "workers": workers,
             "first_batch_seconds": first, "rays_per_s": rays / dt,
             "cpu_seconds": cpu, "rays_per_cpu_s": rays / cpu}
 
@@ -123,8 +125,9 @@ def main() -> int:
     ap.add_argument("--shard-rays", type=int, default=2 ** 20)
     ap.add_argument("--batch-size", type=int, default=8192)
     ap.add_argument("--batches", type=int, default=1000, help="batches streamed")
+    ap.add_argument("--workers", type=int, help="RayStream prefetch workers (default: its own)")
     ap.add_argument("--rays-in-consumer", action="store_true",
-                    help="generate rays per batch in the consuming thread, not the prefetch one")
+                    help="generate rays per batch in the consuming thread, not in the workers")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scene.json")
     args = ap.parse_args()
 
@@ -144,6 +147,7 @@ def main() -> int:
         tmp = tempfile.TemporaryDirectory(prefix="switchnerf-bench-")
         args.store = Path(tmp.name) / "store"
 
+    load_start = os.getloadavg()
     baseline = peak_rss_bytes()
     resettable = reset_peak_rss()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -152,7 +156,7 @@ def main() -> int:
     write_peak = peak_rss_bytes()
     reset_peak_rss()
     stream = bench_stream(store, cams, args.batch_size, args.batches,
-                          False if args.rays_in_consumer else None)
+                          False if args.rays_in_consumer else None, args.workers)
     stream_peak = peak_rss_bytes()
     result = {
         "scene": str(args.scene), "images": len(cams), "rays": store.n_records,
@@ -163,6 +167,7 @@ def main() -> int:
         "peak_rss_bytes_stream": stream_peak, "peak_rss_reset_per_phase": resettable,
         "peak_rss_bytes_children": children_peak_rss_bytes(),
         "stream": stream, "python": platform.python_version(), "machine": platform.machine(),
+        "cpus": os.cpu_count(), "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
     }
     if tmp is not None:
         tmp.cleanup()
@@ -171,9 +176,12 @@ def main() -> int:
     print(f"write : {result['write_rays_per_s'] / 1e6:6.2f} M rays/s ({write_s:.1f} s), "
           f"peak RSS {write_peak / gib:.2f} GiB (before: {baseline / gib:.2f} GiB)")
     print(f"stream: {stream['rays_per_s'] / 1e6:6.2f} M rays/s (batch {args.batch_size}, "
-          f"{args.batches} batches, first batch {stream['first_batch_seconds'] * 1e3:.0f} ms, "
+          f"{stream['workers']} workers, {args.batches} batches, "
+          f"first batch {stream['first_batch_seconds'] * 1e3:.0f} ms, "
           f"{stream['rays_per_cpu_s'] / 1e6:.2f} M rays per CPU-second), "
           f"peak RSS {stream_peak / gib:.2f} GiB")
+    print("load average (1, 5, 15 min): start {:.2f} {:.2f} {:.2f}, end {:.2f} {:.2f} {:.2f} "
+          "on {} CPUs".format(*load_start, *result["loadavg_end"], result["cpus"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
