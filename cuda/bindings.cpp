@@ -47,7 +47,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("origins"), py::arg("dirs"), py::arg("near"), py::arg("far"),
         py::arg("binary"), py::arg("step_size"), py::arg("max_samples"));
   m.def("mlp_forward", &switchnerf::mlp_forward,
-        "Two-layer MLP inference: w2 relu(w1 (row_scale * x) + b1) + b2 -> [M, O]",
+        "Two-layer MLP inference: w2 relu(w1 (row_scale * x) + b1 + hidden_bias[bias_index])"
+        " + b2 -> [M, O]",
         py::arg("x"), py::arg("row_scale"), py::arg("w1"), py::arg("b1"), py::arg("w2"),
-        py::arg("b2"));
+        py::arg("b2"), py::arg("hidden_bias") = py::none(), py::arg("bias_index") = py::none());
 }

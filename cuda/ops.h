@@ -45,11 +45,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_forward(
     const at::Tensor& origins, const at::Tensor& dirs, const at::Tensor& base,
     const at::Tensor& far, const at::Tensor& binary, double step_size, int64_t max_samples);
 
-// Two-layer MLP inference (mlp.cpp), CPU: y = w2 relu(w1 (row_scale * x) + b1) + b2.
+// Two-layer MLP inference (mlp.cpp), CPU:
+//   y = w2 relu(w1 (row_scale * x) + b1 + hidden_bias[bias_index]) + b2.
 // x [M, I], row_scale [M] or None, w1 [H, I], b1 [H] or None, w2 [O, H], b2 [O] or None,
-// all float32. Returns [M, O].
+// hidden_bias [R, H] and bias_index int64 [M] (values in [0, R)) or both None; float32.
+// Returns [M, O].
 at::Tensor mlp_forward(const at::Tensor& x, const c10::optional<at::Tensor>& row_scale,
                        const at::Tensor& w1, const c10::optional<at::Tensor>& b1,
-                       const at::Tensor& w2, const c10::optional<at::Tensor>& b2);
+                       const at::Tensor& w2, const c10::optional<at::Tensor>& b2,
+                       const c10::optional<at::Tensor>& hidden_bias,
+                       const c10::optional<at::Tensor>& bias_index);
 
 }  // namespace switchnerf

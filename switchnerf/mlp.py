@@ -6,6 +6,11 @@ Linear``. Training runs them as torch layers (autograd). Without gradients on th
 one-hidden-layer MLP runs through the native ``mlp_forward`` op instead: one pass over the
 rows, no hidden tensor in memory, the per-row input scale folded in. Same function, float32
 rounding apart (tests compare the two).
+
+Where the trailing input columns are shared by groups of rows (the view-direction encoding
+and appearance embedding are the same for every sample of a ray), ``apply_mlp_shared``
+takes them once per group: their product with the first layer becomes a per-group hidden
+bias, and each row only multiplies its own columns.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["apply_mlp", "make_mlp"]
+__all__ = ["apply_mlp", "apply_mlp_shared", "make_mlp"]
 
 
 def make_mlp(n_in: int, hidden: int, n_out: int, layers: int, *, bias_out: bool = True
@@ -63,3 +68,27 @@ def apply_mlp(mlp: nn.Sequential, x: torch.Tensor, row_scale: torch.Tensor | Non
     if row_scale is not None:
         x = x * row_scale.unsqueeze(-1).to(x.dtype)
     return mlp(x)
+
+
+def apply_mlp_shared(mlp: nn.Sequential, x: torch.Tensor, shared: torch.Tensor,
+                     index: torch.Tensor) -> torch.Tensor:
+    """``mlp(cat([x, shared[index]], -1))`` for x [M, I], shared [R, S], index int64 [M].
+
+    With the native op (same conditions as ``apply_mlp``) the first layer's product with
+    ``shared`` is computed once per group ([R, H]) and added to each row's hidden layer; the
+    result equals the concatenated form to float32 rounding. Otherwise the concatenation.
+    """
+    if _fusable(mlp, x) and shared.dtype == torch.float32 and shared.device.type == "cpu":
+        from switchnerf.native import load_native
+
+        first, last = mlp[0], mlp[2]
+        n_own = x.shape[1]
+        w = first.weight.detach()
+        hidden_bias = shared @ w[:, n_own:].t()  # [R, H]
+        return load_native().mlp_forward(
+            x.contiguous(), None, w[:, :n_own].contiguous(),
+            None if first.bias is None else first.bias.detach().contiguous(),
+            last.weight.detach().contiguous(),
+            None if last.bias is None else last.bias.detach().contiguous(),
+            hidden_bias.contiguous(), index.to(torch.long).contiguous())
+    return mlp(torch.cat([x, shared[index].to(x.dtype)], dim=-1))

@@ -5,7 +5,7 @@ top-1 from logits. Each is checked against the training-time (torch, two-pass) p
 import pytest
 import torch
 
-from switchnerf.mlp import apply_mlp, make_mlp
+from switchnerf.mlp import apply_mlp, apply_mlp_shared, make_mlp
 from switchnerf.render.composite import packed_info
 from switchnerf.render.front_to_back import evaluate_front_to_back
 from switchnerf.render.sampler import prune_invisible
@@ -86,6 +86,54 @@ def test_fused_mlp_matches_torch(native, shape):
     assert out.shape == ref.shape
     assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
     assert torch.allclose(plain, mlp(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(15, 17, 64, 3), (4, 9, 32, 8), (6, 2, 20, 5), (3, 5, 48, 70)])
+def test_fused_mlp_shared_columns_match_concatenation(native, shape):
+    n_own, n_shared, hidden, n_out = shape
+    torch.manual_seed(1)
+    mlp = make_mlp(n_own + n_shared, hidden, n_out, 1)
+    x = torch.randn(997, n_own)
+    shared = torch.randn(40, n_shared)
+    index = torch.randint(0, 40, (997,))
+    with torch.no_grad():
+        ref = mlp(torch.cat([x, shared[index]], dim=-1))
+        out = apply_mlp_shared(mlp, x, shared, index)
+        empty = apply_mlp_shared(mlp, x[:0], shared, index[:0])
+    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
+    assert empty.shape == (0, n_out)
+
+
+def test_fused_mlp_hidden_bias_arguments_checked(native):
+    w1, w2 = torch.zeros(16, 4), torch.zeros(3, 16)
+    x = torch.zeros(5, 4)
+    with pytest.raises(RuntimeError, match="bias_index"):
+        native.mlp_forward(x, None, w1, None, w2, None, torch.zeros(2, 16),
+                           torch.tensor([0, 1, 2, 0, 1]))  # row 2 does not exist
+    with pytest.raises(RuntimeError, match="both or neither"):
+        native.mlp_forward(x, None, w1, None, w2, None, torch.zeros(2, 16), None)
+    with pytest.raises(RuntimeError, match="hidden_bias"):
+        native.mlp_forward(x, None, w1, None, w2, None, torch.zeros(2, 8),
+                           torch.zeros(5, dtype=torch.long))
+
+
+def test_field_colour_of_rays_equals_per_sample_colour(native):
+    from switchnerf.config import load_config
+    from switchnerf.model.field import SwitchField
+
+    cfg = load_config(None, [])
+    torch.manual_seed(2)
+    field = SwitchField(cfg.model, n_images=6)
+    n_rays, m = 50, 700
+    geo = torch.randn(m, cfg.model.head.geo_features)
+    dirs = torch.nn.functional.normalize(torch.randn(n_rays, 3), dim=-1)
+    ray_index = torch.randint(0, n_rays, (m,))
+    image = torch.randint(0, 6, (n_rays,))
+    with torch.no_grad():
+        for img in (image, None):
+            ref = field.rgb(geo, dirs[ray_index], None if img is None else img[ray_index])
+            out = field.rgb_of_rays(geo, dirs, ray_index, img)
+            assert torch.allclose(out, ref, atol=1e-6)
 
 
 def test_fused_mlp_not_used_with_gradients(native):

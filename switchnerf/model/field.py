@@ -10,7 +10,7 @@ from torch import nn
 from switchnerf.config import ModelConfig
 from switchnerf.encoding import HashExperts, SHEncoding
 from switchnerf.encoding.experts import geometric_expert_specs
-from switchnerf.mlp import apply_mlp, make_mlp
+from switchnerf.mlp import apply_mlp, apply_mlp_shared, make_mlp
 from switchnerf.model.activations import density_activation
 from switchnerf.model.background import SkyBackground
 from switchnerf.moe.gate import FixedCellRouter, GateOutput, HashGate
@@ -124,6 +124,20 @@ class SwitchField(nn.Module):
         if self.appearance is not None:
             parts.append(self.appearance_for(image_index, geo.shape[0], geo.device).to(geo.dtype))
         return torch.sigmoid(apply_mlp(self.color, torch.cat(parts, dim=-1)).float())
+
+    def rgb_of_rays(self, geo: torch.Tensor, ray_directions: torch.Tensor, ray_index: torch.Tensor,
+                    ray_image_index: torch.Tensor | None = None) -> torch.Tensor:
+        """``rgb(geo, ray_directions[ray_index], ray_image_index[ray_index])`` with the
+        per-ray inputs given once per ray: geo [M, G], unit world-frame ray_directions [N, 3],
+        ray_index int64 [M] (the ray of each sample), ray_image_index [N] or None (the mean
+        appearance). The view encoding and appearance are evaluated per ray, and on the CPU
+        without gradients their share of the colour MLP's first layer too."""
+        n = ray_directions.shape[0]
+        parts = [self.dir_encoding(ray_directions).to(geo.dtype)]
+        if self.appearance is not None:
+            parts.append(self.appearance_for(ray_image_index, n, geo.device).to(geo.dtype))
+        shared = torch.cat(parts, dim=-1)  # [N, S + A]
+        return torch.sigmoid(apply_mlp_shared(self.color, geo, shared, ray_index).float())
 
     def forward(self, x: torch.Tensor, directions: torch.Tensor,
                 image_index: torch.Tensor | None = None) -> FieldOutput:
