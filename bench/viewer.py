@@ -58,7 +58,7 @@ def _poses(run, n: int, phase: float) -> list:
     return [viser_from_c2w(keys[(k + shift) % n].c2w) for k in range(n)]
 
 
-def still_latency(url: str, run, size, fov: float, n: int = 3) -> tuple[list, list]:
+def still_latency(url: str, run, size, fov: float, n: int = 8) -> tuple[list, list]:
     """Seconds from a camera message to the first image (the preview) and to the
     full-resolution image, for ``n`` orbit poses."""
     from switchnerf.viewer.probe import ProbeClient

@@ -111,7 +111,11 @@ def test_render_view_abandons_when_stale_and_chunks_agree(run):
         return len(calls) > 2
 
     assert render_view(run, cam, chunk=64, stale=stale) is None
-    assert len(calls) == 3  # checked before each chunk, gave up at the third
+    assert len(calls) == 3  # checked before chunks and rounds, gave up at the third check
+    calls.clear()  # one chunk: only the check before its first front-to-back round can abandon
+    calls.append(1)
+    assert render_view(run, cam, chunk=rec.width * rec.height, stale=stale) is None
+    assert len(calls) == 3
     out = render_view(run, cam)
     for name in ("rgb", "depth", "opacity", "expert map", "gate confidence"):
         img, info = output_image(out, name, rec.width, rec.height, n_experts=4)
@@ -123,3 +127,26 @@ def test_render_view_abandons_when_stale_and_chunks_agree(run):
     assert math.isclose(sum(info["share"]), 1.0)
     g, hit = out["gate_confidence"], out["opacity"] > 0
     assert ((g[hit] >= 0.25 - 1e-6) & (g[hit] <= 1 + 1e-6)).all() and (g[~hit] == 0).all()
+
+
+def test_render_view_takes_small_chunks_while_contended_with_the_same_pixels(run, monkeypatch):
+    import contextlib
+
+    import switchnerf.viewer.render as view_render
+
+    rec = run.scene.images("train")[0]
+    cam = PathCamera(rec.c2w, rec.fx, rec.fy, rec.cx, rec.cy, rec.width, rec.height)
+    locks = []
+
+    def lock():
+        locks.append(1)
+        return contextlib.nullcontext()
+
+    alone = render_view(run, cam, lock=lock)
+    assert len(locks) == 1  # the whole view in one chunk
+    monkeypatch.setattr(view_render, "SHARED_CHUNK", 1000)
+    locks.clear()
+    shared = render_view(run, cam, lock=lock, contended=lambda: True)
+    assert len(locks) == -(-rec.width * rec.height // 1000)
+    for k in alone:
+        assert torch.equal(alone[k], shared[k]), k

@@ -1,17 +1,21 @@
 """The viewer server: clean start / stop, a websocket client driving a camera, progressive
 renders, abandoned renders on disconnect, the training callback's time sharing."""
 
+import ctypes
 import math
+import os
+import sys
 import threading
 import time
 
 import numpy as np
 import pytest
+import torch
 from _viewer_run import free_port, make_run
 
 from switchnerf.render.paths import PathCamera
 from switchnerf.viewer import ViewerServer
-from switchnerf.viewer.compute import ComputeGate
+from switchnerf.viewer.compute import ComputeGate, release_thread_pool
 from switchnerf.viewer.frames import ViserPose, path_camera_from_viser, render_size, viser_from_c2w
 from switchnerf.viewer.probe import ProbeClient
 from switchnerf.viewer.render import output_image, render_view
@@ -216,3 +220,50 @@ def test_render_callback_returns_the_offline_renderers_image(run):
         viewer.stop()
     offline = render_camera(run, cam)["rgb"].clamp(0, 1).view(rec.height, rec.width, 3)
     assert np.array_equal(img, (offline.numpy() * 255 + 0.5).astype(np.uint8))
+
+
+def test_release_thread_pool_stops_idle_openmp_workers_and_compute_goes_on():
+    """The calling thread's OpenMP workers exit (torch's GNU runtime on Linux) and the next
+    parallel region brings them back with the same results."""
+    x = torch.arange(1 << 21, dtype=torch.float64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # a parallel region with one worker thread
+    try:
+        _release_and_compute(x)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _release_and_compute(x):
+    before = float((x * 0.5).exp().log().sum())
+    try:
+        ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except (OSError, AttributeError):
+        assert release_thread_pool() is False  # no runtime to talk to: a no-op
+        return
+    tasks = len(os.listdir("/proc/self/task")) if sys.platform == "linux" else None
+    assert release_thread_pool() is True
+    if tasks is not None:
+        deadline = time.time() + 5
+        while len(os.listdir("/proc/self/task")) >= tasks and time.time() < deadline:
+            time.sleep(0.01)
+        assert len(os.listdir("/proc/self/task")) < tasks  # the idle worker is gone
+    assert float((x * 0.5).exp().log().sum()) == before
+
+
+def test_gate_is_contended_by_a_second_render_or_running_training():
+    gate = ComputeGate(training=True)
+    assert not gate.contended
+    with gate.wanting():
+        assert not gate.contended  # one render alone takes whole views
+        with gate.wanting():
+            assert gate.contended
+    gate.begin_training()
+    try:
+        assert gate.contended
+        gate.set_paused(True)
+        assert not gate.contended
+        gate.set_paused(False)
+    finally:
+        gate.end_training()
+    assert not gate.contended and not gate._lock.locked()

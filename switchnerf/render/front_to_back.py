@@ -24,7 +24,7 @@ from torch import Tensor
 
 from switchnerf.render.composite import packed_info
 
-__all__ = ["ROUND_SIZES", "evaluate_front_to_back"]
+__all__ = ["ROUND_SIZES", "RenderCancelled", "evaluate_front_to_back"]
 
 #: Samples per ray taken in each round; the last size repeats. Small first rounds keep the
 #: overshoot behind opaque surfaces small; growing ones bound the rounds of long rays.
@@ -33,9 +33,14 @@ ROUND_SIZES = (8, 4, 4, 8, 16, 32, 64)
 SampleFn = Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]]
 
 
+class RenderCancelled(Exception):
+    """Raised between rounds when the caller's ``should_stop`` said so (a stale view)."""
+
+
 def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor,
                            n_rays: int, *, alpha_thre: float, early_stop_eps: float,
-                           round_sizes: Sequence[int] = ROUND_SIZES
+                           round_sizes: Sequence[int] = ROUND_SIZES,
+                           should_stop: Callable[[], bool] | None = None
                            ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Evaluate ``fn`` on the visible packed samples, front to back, without gradients.
 
@@ -49,6 +54,7 @@ def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_i
         early_stop_eps: drop samples (and stop the ray) where the transmittance before the
             sample is ``< early_stop_eps``; 0 evaluates every sample.
         round_sizes: samples per ray per round; the last repeats.
+        should_stop: polled before every round; ``True`` raises :class:`RenderCancelled`.
 
     Returns:
         keep int64 [K] (ascending indices of the visible samples), sigma [K] and
@@ -68,6 +74,8 @@ def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_i
     rounds = 0
     with torch.no_grad():
         while alive.numel():
+            if should_stop is not None and should_stop():
+                raise RenderCancelled
             k = round_sizes[min(rounds, len(round_sizes) - 1)]
             rounds += 1
             take = (counts[alive] - pos[alive]).clamp(max=k)  # [A] >= 1

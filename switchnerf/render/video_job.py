@@ -23,7 +23,7 @@ from switchnerf.render.camera_path import CameraPath
 from switchnerf.render.frames_dir import FramesDir
 from switchnerf.render.palette import EXPERT_PALETTE, colorize_depth, colorize_experts
 from switchnerf.render.paths import PathCamera
-from switchnerf.render.volume import render_image_rays
+from switchnerf.render.volume import RENDER_CHUNK, render_image_rays
 from switchnerf.scene.types import RayBatch, pixel_rays
 
 OUTPUTS = ("rgb", "depth", "experts", "opacity")
@@ -31,7 +31,7 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
 DEPTH_CMAP = "turbo"
 
 
-def render_camera(run, cam: PathCamera, *, device="cpu", chunk: int = 8192) -> dict:
+def render_camera(run, cam: PathCamera, *, device="cpu", chunk: int = RENDER_CHUNK) -> dict:
     """Render one camera of a loaded run (mean appearance embedding).
 
     Returns rgb [H*W, 3], depth [H*W] (``sum w * t``, world units), opacity [H*W],

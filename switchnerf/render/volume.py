@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,11 @@ from switchnerf.render.front_to_back import evaluate_front_to_back
 from switchnerf.render.occupancy import OccupancyGrid
 from switchnerf.render.sampler import march_rays
 from switchnerf.scene.types import RayBatch
+
+#: Rays per ``render_rays`` call when rendering whole images without gradients. Large: the
+#: front-to-back rounds cost a fixed overhead each, so a 256x192 view in one chunk renders
+#: about a fifth faster on CPU than in chunks of 8192 (same pixels, bit for bit).
+RENDER_CHUNK = 1 << 16
 
 
 @dataclass
@@ -49,7 +55,7 @@ def step_size(box: BoxFrame, cfg: SamplerConfig) -> float:
 
 def render_rays(field, grid: OccupancyGrid, rays: RayBatch, box: BoxFrame, cfg: SamplerConfig,
                 *, stratified: bool = False, use_appearance_index: bool = True,
-                prune: bool = True) -> dict:
+                prune: bool = True, should_stop: Callable[[], bool] | None = None) -> dict:
     """Volume-render a batch of world-frame rays.
 
     Returns a dict: rgb [N,3], depth [N] (expected world t of the samples; 0 where empty),
@@ -61,6 +67,8 @@ def render_rays(field, grid: OccupancyGrid, rays: RayBatch, box: BoxFrame, cfg: 
     transmittance ``cfg.early_stop_eps``): with gradients, by one extra no-grad density
     pass; without, by evaluating each ray front to back until it is opaque (the same
     samples, each evaluated once).
+    should_stop: without gradients, polled between front-to-back rounds; ``True`` raises
+    ``switchnerf.render.front_to_back.RenderCancelled`` (the viewer abandons stale views).
     """
     ext = box.extent
     o_unit = (rays.origins - box.lo) / ext
@@ -68,7 +76,7 @@ def render_rays(field, grid: OccupancyGrid, rays: RayBatch, box: BoxFrame, cfg: 
     image_index = rays.image_index if use_appearance_index else None
     if prune and not torch.is_grad_enabled():
         return _render_front_to_back(field, grid, rays, o_unit, d_unit, image_index, box, cfg,
-                                     stratified=stratified)
+                                     stratified=stratified, should_stop=should_stop)
 
     def sigma_fn(t_starts, t_ends, ray_indices):
         t_mid = 0.5 * (t_starts + t_ends)
@@ -95,7 +103,8 @@ def render_rays(field, grid: OccupancyGrid, rays: RayBatch, box: BoxFrame, cfg: 
 
 
 def _render_front_to_back(field, grid, rays: RayBatch, o_unit, d_unit, image_index, box: BoxFrame,
-                          cfg: SamplerConfig, *, stratified: bool) -> dict:
+                          cfg: SamplerConfig, *, stratified: bool,
+                          should_stop: Callable[[], bool] | None = None) -> dict:
     """``render_rays`` without gradients: the geometry of each marched sample is evaluated
     once, front to back, each ray stopping when opaque; colour only where visible. Same
     kept samples and outputs as the two-pass path (module ``front_to_back``)."""
@@ -112,11 +121,10 @@ def _render_front_to_back(field, grid, rays: RayBatch, o_unit, d_unit, image_ind
 
     keep, sigma, ex = evaluate_front_to_back(
         geometry, samples.t_starts, samples.t_ends, marched_rays, len(rays),
-        alpha_thre=cfg.alpha_thre, early_stop_eps=cfg.early_stop_eps)
+        alpha_thre=cfg.alpha_thre, early_stop_eps=cfg.early_stop_eps, should_stop=should_stop)
     ri = marched_rays[keep]
     if keep.numel():
-        rgb = field.rgb(ex["geo"], rays.directions[ri],
-                        None if image_index is None else image_index[ri])
+        rgb = field.rgb_of_rays(ex["geo"], rays.directions, ri, image_index)
     else:
         rgb = sigma.new_zeros(0, 3)
         ex = {"expert_id": ri.clone(), "gate_value": sigma.clone(), "kept": ri.bool()}
@@ -131,7 +139,7 @@ def _render_front_to_back(field, grid, rays: RayBatch, o_unit, d_unit, image_ind
 
 @torch.no_grad()
 def render_image_rays(field, grid: OccupancyGrid, rays: RayBatch, box: BoxFrame,
-                      cfg: SamplerConfig, *, chunk: int = 8192,
+                      cfg: SamplerConfig, *, chunk: int = RENDER_CHUNK,
                       use_appearance_index: bool = True) -> dict:
     """Render many rays in chunks without gradients.
 

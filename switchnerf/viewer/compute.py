@@ -6,15 +6,47 @@ where it lends the model to pending renders for ``render_share / (1 - render_sha
 times the duration of the step just taken (so renders get about ``render_share`` of the
 wall clock while someone is waiting for an image, and none when nobody is), and where a
 paused training waits with the lock released.
+
+Whoever gives the lock up also gives up its OpenMP thread pool (``release_thread_pool``):
+the GNU OpenMP runtime spins its workers only while the process's pooled threads do not
+outnumber the cores, so one idle pool per thread that ever computed (main, each client's
+session, training) would make every parallel region of the thread holding the model sleep
+and wake through the kernel: renders ran 25-30 % slower on 2 cores.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
 import threading
 import time
 from contextlib import contextmanager
 
-__all__ = ["ComputeGate"]
+__all__ = ["ComputeGate", "release_thread_pool"]
+
+
+@functools.cache
+def _openmp_runtime():
+    """The GNU OpenMP runtime already loaded in this process (torch's), or None."""
+    flags = getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_LAZY", 0)
+    if not flags & getattr(os, "RTLD_NOLOAD", 0):
+        return None  # no way to look it up without loading a second copy
+    try:
+        lib = ctypes.CDLL("libgomp.so.1", mode=flags)
+        pause = lib.omp_pause_resource_all
+    except (OSError, AttributeError):
+        return None
+    pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
+    return pause
+
+
+def release_thread_pool() -> bool:
+    """Stop the calling thread's idle OpenMP worker threads (``omp_pause_resource_all
+    (omp_pause_soft)``); its next parallel region starts fresh ones (tens of microseconds).
+    Returns whether a runtime was found and agreed; a no-op elsewhere."""
+    pause = _openmp_runtime()
+    return pause is not None and pause(1) == 0
 
 
 class ComputeGate:
@@ -29,6 +61,7 @@ class ComputeGate:
 
     def __init__(self, *, training: bool = False, render_share: float = 0.5) -> None:
         self.training = training
+        self._training_active = False  # between begin_training and end_training
         self._lock = threading.Lock()
         self._cond = threading.Condition()
         self._pending = 0
@@ -64,6 +97,12 @@ class ComputeGate:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def contended(self) -> bool:
+        """Whether someone besides one render wants the model (training that is not
+        paused, or several renders): renders then take it in small chunks."""
+        return (self._training_active and not self._paused) or self._pending > 1
+
     # ---------------------------------------------------------------------- renders
     @contextmanager
     def wanting(self):
@@ -88,6 +127,7 @@ class ComputeGate:
         try:
             yield
         finally:
+            release_thread_pool()
             self._lock.release()
 
     @contextmanager
@@ -101,9 +141,12 @@ class ComputeGate:
     def begin_training(self) -> None:
         """Called by the training thread before its first step: it now holds the model."""
         self._lock.acquire()
+        self._training_active = True
 
     def end_training(self) -> None:
         """Called by the training thread when training ended: renders run freely."""
+        self._training_active = False
+        release_thread_pool()
         if self._lock.locked():
             self._lock.release()
 
@@ -119,6 +162,7 @@ class ComputeGate:
         budget = step_seconds * share / (1.0 - share) if share > 0 else 0.0
         if not self._paused and (budget <= 0 or self._pending == 0):
             return 0.0
+        release_thread_pool()
         self._lock.release()
         try:
             deadline = t0 + budget

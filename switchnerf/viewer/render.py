@@ -3,9 +3,12 @@
 ``render_view`` renders exactly what the offline renderer
 (``switchnerf.render.video_job.render_camera``) renders for the same ``PathCamera`` and
 chunk size: the same rays (world frame, ``pixel_rays``), the same chunks, the same
-``render_rays`` call with the mean appearance embedding. Between chunks it checks whether
-the render went stale and takes the compute lock only for the duration of a chunk, so a
-camera move abandons a render within one chunk and training steps can interleave.
+``render_rays`` call with the mean appearance embedding. Before every chunk and between
+the front-to-back rounds inside one it checks whether the render went stale, so a camera
+move abandons a render within one round (tens of milliseconds on CPU); it takes the
+compute lock only for the duration of a chunk, and while the model is contended (other
+renders waiting, or training) its chunks shrink to ``SHARED_CHUNK`` rays, so several
+clients and training steps interleave.
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ import numpy as np
 import torch
 
 from switchnerf.render.composite import composite
+from switchnerf.render.front_to_back import RenderCancelled
 from switchnerf.render.palette import colorize_depth, colorize_experts, viridis
 from switchnerf.render.paths import PathCamera
-from switchnerf.render.volume import render_rays
+from switchnerf.render.volume import RENDER_CHUNK, render_rays
 from switchnerf.scene.types import RayBatch, pixel_rays
 
-__all__ = ["DEFAULT_CHUNK", "OUTPUTS", "output_image", "render_view"]
+__all__ = ["DEFAULT_CHUNK", "OUTPUTS", "SHARED_CHUNK", "output_image", "render_view"]
 
 #: Rays per chunk; equal to ``render_camera``'s default so both split rays identically.
-DEFAULT_CHUNK = 8192
+DEFAULT_CHUNK = RENDER_CHUNK
+
+#: Largest chunk while the model is contended: about 0.15 s of CPU time on minicity.
+SHARED_CHUNK = 8192
 
 #: Output names shown in the GUI, in menu order.
 OUTPUTS = ("rgb", "depth", "opacity", "expert map", "gate confidence")
@@ -43,7 +50,8 @@ def _model_device(field: torch.nn.Module) -> torch.device:
 @torch.no_grad()
 def render_view(model, cam: PathCamera, *, chunk: int = DEFAULT_CHUNK,
                 stale: Callable[[], bool] | None = None,
-                lock: Callable[[], AbstractContextManager] | None = None) -> dict | None:
+                lock: Callable[[], AbstractContextManager] | None = None,
+                contended: Callable[[], bool] | None = None) -> dict | None:
     """Render one camera of ``model`` (anything with ``field``, ``grid``, ``box``, ``cfg``:
     a ``LoadedRun`` or a ``Trainer``).
 
@@ -51,9 +59,11 @@ def render_view(model, cam: PathCamera, *, chunk: int = DEFAULT_CHUNK,
         cam: the camera (world frame, OpenGL axes); rays span [cam.near, min(cam.far, 1e10)]
             as in ``render_camera``.
         chunk: rays per ``render_rays`` call.
-        stale: polled before every chunk; when it returns True the render is abandoned and
-            ``None`` returned.
+        stale: polled before every chunk and every front-to-back round; when it returns
+            True the render is abandoned and ``None`` returned.
         lock: a factory of the context held around each chunk (the viewer's compute gate).
+        contended: polled before every chunk; when it returns True the chunk is at most
+            ``SHARED_CHUNK`` rays (the pixels do not depend on the chunking).
 
     Returns:
         dict of tensors on the CPU: rgb [H*W, 3], depth [H*W] (``sum w * t``, world units,
@@ -67,13 +77,18 @@ def render_view(model, cam: PathCamera, *, chunk: int = DEFAULT_CHUNK,
     rays = RayBatch(origins, dirs, torch.full((n,), float(cam.near)),
                     torch.full((n,), float(min(cam.far, 1e10)))).to(device)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in _KEYS}
-    for start in range(0, n, chunk):
+    start = 0
+    while start < n:
         if stale is not None and stale():
             return None
+        size = min(chunk, SHARED_CHUNK) if contended is not None and contended() else chunk
         with (lock() if lock is not None else nullcontext()):
-            sub = rays[start:start + chunk]
-            r = render_rays(model.field, model.grid, sub, model.box, model.cfg.sampler,
-                            use_appearance_index=False)
+            sub = rays[start:start + size]
+            try:
+                r = render_rays(model.field, model.grid, sub, model.box, model.cfg.sampler,
+                                use_appearance_index=False, should_stop=stale)
+            except RenderCancelled:
+                return None
             ri = torch.repeat_interleave(torch.arange(len(sub), device=device), r["n_samples"])
             gate = composite(r["weights"], r["gate_value"].to(r["weights"].dtype), ri, len(sub))
             safe = torch.where(r["opacity"] > 0, r["opacity"], torch.ones_like(r["opacity"]))
@@ -81,6 +96,7 @@ def render_view(model, cam: PathCamera, *, chunk: int = DEFAULT_CHUNK,
                                                torch.zeros_like(gate))
         for k in _KEYS:
             parts[k].append(r[k].detach().to("cpu"))
+        start += size
     return {k: torch.cat(v) if v else torch.zeros(0) for k, v in parts.items()}
 
 

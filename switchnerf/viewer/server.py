@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from switchnerf.render.paths import scene_orbit
-from switchnerf.viewer.compute import ComputeGate
+from switchnerf.viewer.compute import ComputeGate, release_thread_pool
 from switchnerf.viewer.frames import ViserPose
 from switchnerf.viewer.gui import LiveStats, ViewerGui
 from switchnerf.viewer.overlay import SceneOverlay
@@ -83,6 +83,7 @@ class ViewerServer:
         self._ticker = threading.Thread(target=self._tick, name="switchnerf-view-stats",
                                         daemon=True)
         self._ticker.start()
+        release_thread_pool()  # this thread (it loaded the model) now mostly waits
 
     # ------------------------------------------------------------------ setup
     @property
@@ -127,7 +128,8 @@ class ViewerServer:
     # ------------------------------------------------------------------ clients
     def render_image(self, cam, stale=None):
         """The render callback of the sessions: (uint8 [H, W, 3] or None, info)."""
-        out = render_view(self.model, cam, chunk=self.chunk, stale=stale, lock=self.gate.chunk)
+        out = render_view(self.model, cam, chunk=self.chunk, stale=stale, lock=self.gate.chunk,
+                          contended=lambda: self.gate.contended)
         if out is None:
             return None, {}
         s = self.settings
