@@ -78,40 +78,46 @@ def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_i
                 raise RenderCancelled
             k = round_sizes[min(rounds, len(round_sizes) - 1)]
             rounds += 1
-            take = (counts[alive] - pos[alive]).clamp(max=k)  # [A] >= 1
+            pos_alive = pos.index_select(0, alive)
+            take = (counts.index_select(0, alive) - pos_alive).clamp(max=k)  # [A] >= 1
             first = take.cumsum(0) - take  # [A] flat offset of each ray's run
             total = int(take.sum())
             owner = torch.repeat_interleave(torch.arange(alive.numel(), device=device), take,
                                             output_size=total)  # [m] position in `alive`
-            ray = alive[owner]
-            within = torch.arange(total, device=device) - first[owner]
-            idx = starts[ray] + pos[ray] + within  # [m] packed sample indices
-            sigma, extras = fn(idx)
+            ray = alive.index_select(0, owner)
+            within = torch.arange(total, device=device) - first.index_select(0, owner)
+            idx = (starts.index_select(0, alive) + pos_alive).index_select(0, owner) + within
+            sigma, extras = fn(idx)  # idx: [m] packed sample indices
             sigma = sigma.reshape(-1).to(torch.float32)
-            depth32 = sigma * dt[idx]  # [m] optical depth of each sample
+            depth32 = sigma * dt.index_select(0, idx)  # [m] optical depth of each sample
             depth = depth32.to(torch.float64)
             inclusive = depth.cumsum(0)
             exclusive = inclusive - depth
-            run_base = exclusive[first]  # [A]
-            tau_before = tau[ray] + exclusive - run_base[owner]
+            run_base = exclusive.index_select(0, first)  # [A]
+            tau_before = (tau.index_select(0, ray) + exclusive
+                          - run_base.index_select(0, owner))
             visible = torch.exp(-tau_before).to(torch.float32) >= early_stop_eps
             if alpha_thre > 0:
                 visible &= 1.0 - torch.exp(-depth32) >= alpha_thre
-            keep_parts.append(idx[visible])
-            sigma_parts.append(sigma[visible])
+            vis = visible.nonzero().squeeze(1)
+            keep_parts.append(idx.index_select(0, vis))
+            sigma_parts.append(sigma.index_select(0, vis))
             for name, value in extras.items():
-                extra_parts.setdefault(name, []).append(value[visible])
+                extra_parts.setdefault(name, []).append(value.index_select(0, vis))
             last = first + take - 1
-            tau[alive] = tau[alive] + inclusive[last] - run_base
-            pos[alive] += take
-            open_ = pos[alive] < counts[alive]
+            tau_alive = tau.index_select(0, alive) + inclusive.index_select(0, last) - run_base
+            tau.index_copy_(0, alive, tau_alive)
+            pos_alive = pos_alive + take
+            pos.index_copy_(0, alive, pos_alive)
+            open_ = pos_alive < counts.index_select(0, alive)
             if early_stop_eps > 0:
-                open_ &= tau[alive] <= -math.log(early_stop_eps)
-            alive = alive[open_]
+                open_ &= tau_alive <= -math.log(early_stop_eps)
+            alive = alive.index_select(0, open_.nonzero().squeeze(1))
     if not keep_parts:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, torch.zeros(0, device=device), {}
     keep = torch.cat(keep_parts)
     order = torch.argsort(keep)
-    extras_out = {name: torch.cat(parts)[order] for name, parts in extra_parts.items()}
-    return keep[order], torch.cat(sigma_parts)[order], extras_out
+    extras_out = {name: torch.cat(parts).index_select(0, order)
+                  for name, parts in extra_parts.items()}
+    return keep.index_select(0, order), torch.cat(sigma_parts).index_select(0, order), extras_out

@@ -114,22 +114,24 @@ def _render_front_to_back(field, grid, rays: RayBatch, o_unit, d_unit, image_ind
     mids = 0.5 * (samples.t_starts + samples.t_ends)
 
     def geometry(idx):
-        r = marched_rays[idx]
-        g = field.geometry(o_unit[r] + mids[idx, None] * d_unit[r])
+        r = marched_rays.index_select(0, idx)
+        g = field.geometry(o_unit.index_select(0, r)
+                           + mids.index_select(0, idx)[:, None] * d_unit.index_select(0, r))
         return g.sigma, {"geo": g.geo, "expert_id": g.gate.expert_id,
                          "gate_value": g.gate.gate_value, "kept": g.kept}
 
     keep, sigma, ex = evaluate_front_to_back(
         geometry, samples.t_starts, samples.t_ends, marched_rays, len(rays),
         alpha_thre=cfg.alpha_thre, early_stop_eps=cfg.early_stop_eps, should_stop=should_stop)
-    ri = marched_rays[keep]
+    ri = marched_rays.index_select(0, keep)
     if keep.numel():
         rgb = field.rgb_of_rays(ex["geo"], rays.directions, ri, image_index)
     else:
         rgb = sigma.new_zeros(0, 3)
         ex = {"expert_id": ri.clone(), "gate_value": sigma.clone(), "kept": ri.bool()}
     background = field.background(rays.directions) if field.background is not None else None
-    result = render_packed(samples.t_starts[keep], samples.t_ends[keep], ri, len(rays), rgb, sigma,
+    result = render_packed(samples.t_starts.index_select(0, keep),
+                           samples.t_ends.index_select(0, keep), ri, len(rays), rgb, sigma,
                            expert_ids=ex["expert_id"], background_rgb=background)
     for name in ("expert_id", "kept", "gate_value"):
         result[name] = ex[name]
