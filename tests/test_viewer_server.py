@@ -267,3 +267,38 @@ def test_gate_is_contended_by_a_second_render_or_running_training():
     finally:
         gate.end_training()
     assert not gate.contended and not gate._lock.locked()
+
+
+def test_a_failing_render_is_logged_and_the_next_move_renders(caplog):
+    from contextlib import nullcontext
+
+    from switchnerf.viewer.session import ClientSession, RenderSettings
+
+    calls, sent = [], []
+
+    def render(cam, stale):
+        calls.append(cam.width)
+        if len(calls) == 1:
+            raise ValueError("a broken frame")
+        return np.zeros((cam.height, cam.width, 3), np.uint8), {}
+
+    settings = RenderSettings(max_side=32, preview_side=16, settle_s=0.0)
+    session = ClientSession(7, render=render, send=sent.append, settings=settings,
+                            gate_wanting=nullcontext)
+    pose = ViserPose(np.array([1.0, 0, 0, 0]), np.zeros(3), 1.0, 4 / 3)
+    try:
+        with caplog.at_level("ERROR"):
+            session.camera_moved(pose)  # the preview fails; the full render follows
+            deadline = time.time() + 10
+            while not session.idle and time.time() < deadline:
+                time.sleep(0.01)
+        assert session.stats.failed == 1 and "a broken frame" in caplog.text
+        assert session.alive and sent == []  # that camera was given up, not retried
+        session.camera_moved(pose)
+        deadline = time.time() + 10
+        while len(sent) < 2 and time.time() < deadline:
+            time.sleep(0.01)
+        assert [img.shape[1] for img in sent] == [16, 32]  # preview, then full
+    finally:
+        session.close()
+    assert not session.alive

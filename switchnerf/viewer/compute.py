@@ -23,7 +23,11 @@ import threading
 import time
 from contextlib import contextmanager
 
-__all__ = ["ComputeGate", "release_thread_pool"]
+__all__ = ["ComputeGate", "GateClosed", "release_thread_pool"]
+
+
+class GateClosed(RuntimeError):
+    """The viewer stopped: renders may no longer take the model."""
 
 
 @functools.cache
@@ -120,10 +124,10 @@ class ComputeGate:
 
     @contextmanager
     def chunk(self):
-        """Hold the model for one render chunk. Raises ``RuntimeError`` once closed."""
+        """Hold the model for one render chunk. Raises :class:`GateClosed` once closed."""
         while not self._lock.acquire(timeout=0.05):
             if self._closed:
-                raise RuntimeError("viewer closed")
+                raise GateClosed("viewer closed")
         try:
             yield
         finally:

@@ -5,11 +5,13 @@ the newest version with a quick preview (longest side ``settings.preview_side``)
 the camera has been still for ``settings.settle_s``, with a full-resolution render
 (longest side ``settings.max_side``) drawn in chunks; between chunks it checks the
 version, so a move abandons the full render within one chunk. A refresh (output changed,
-training progressed) bumps the version without a preview.
+training progressed) bumps the version without a preview. A render that fails is logged
+and its version given up (the next move renders again); the thread lives on.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -17,9 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from switchnerf.viewer.compute import GateClosed
 from switchnerf.viewer.frames import ViserPose, path_camera_from_viser, render_size
 
 __all__ = ["ClientSession", "FrameStats", "RenderSettings"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,6 +46,7 @@ class FrameStats:
     frames: int = 0
     full_frames: int = 0
     abandoned: int = 0
+    failed: int = 0
     rays: int = 0
     render_s: float = 0.0
     last_info: dict = field(default_factory=dict)
@@ -148,8 +154,18 @@ class ClientSession:
             try:
                 with self._wanting():
                     image, info = self._render(cam, self._stale(version))
-            except RuntimeError:  # the compute gate closed under us: the viewer stops
+            except GateClosed:  # the viewer stops
                 return
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not end the session
+                if self._stop:
+                    return
+                self.stats.failed += 1
+                _log.error("render of client %s failed: %s", self.client_id, exc,
+                           exc_info=self.stats.failed == 1)
+                with self._cond:
+                    if self._version == version:
+                        self._done_version = version  # wait for the next move or refresh
+                continue
             elapsed = time.perf_counter() - t0
             if image is None:
                 self.stats.abandoned += 1
