@@ -16,7 +16,8 @@ from switchnerf.scene.types import RayBatch
 
 #: Rays per ``render_rays`` call when rendering whole images without gradients. Large: the
 #: front-to-back rounds cost a fixed overhead each, so a 256x192 view in one chunk renders
-#: about a fifth faster on CPU than in chunks of 8192 (same pixels, bit for bit).
+#: about a fifth faster on CPU than in chunks of 8192 (bit-identical pixels on the demo's
+#: views; only the float64 rounding of the front-to-back running sums can differ).
 RENDER_CHUNK = 1 << 16
 
 

@@ -33,11 +33,11 @@ class GateClosed(RuntimeError):
 @functools.cache
 def _openmp_runtime():
     """The GNU OpenMP runtime already loaded in this process (torch's), or None."""
-    flags = getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_LAZY", 0)
-    if not flags & getattr(os, "RTLD_NOLOAD", 0):
+    no_load = getattr(os, "RTLD_NOLOAD", None)
+    if no_load is None:
         return None  # no way to look it up without loading a second copy
     try:
-        lib = ctypes.CDLL("libgomp.so.1", mode=flags)
+        lib = ctypes.CDLL("libgomp.so.1", mode=no_load | os.RTLD_LAZY)
         pause = lib.omp_pause_resource_all
     except (OSError, AttributeError):
         return None

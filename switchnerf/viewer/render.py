@@ -63,7 +63,8 @@ def render_view(model, cam: PathCamera, *, chunk: int = DEFAULT_CHUNK,
             True the render is abandoned and ``None`` returned.
         lock: a factory of the context held around each chunk (the viewer's compute gate).
         contended: polled before every chunk; when it returns True the chunk is at most
-            ``SHARED_CHUNK`` rays (the pixels do not depend on the chunking).
+            ``SHARED_CHUNK`` rays (rays render independently; the chunking only changes
+            the float64 rounding of the front-to-back running sums).
 
     Returns:
         dict of tensors on the CPU: rgb [H*W, 3], depth [H*W] (``sum w * t``, world units,
