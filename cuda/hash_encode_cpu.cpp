@@ -28,11 +28,21 @@ struct Level {
   uint32_t res;
   uint32_t size;
   int64_t offset;
+  uint64_t mod_magic;  // for mod_size: 2^64 / size, rounded up
 };
 
 Level level_at(const HashEncodeArgs& a, int64_t e, int64_t l) {
   const int64_t k = e * a.n_levels + l;
-  return Level{a.scale[k], uint32_t(a.resolution[k]), uint32_t(a.size[k]), a.offset[k]};
+  const uint32_t size = uint32_t(a.size[k]);
+  return Level{a.scale[k], uint32_t(a.resolution[k]), size, a.offset[k],
+               UINT64_C(0xFFFFFFFFFFFFFFFF) / size + 1};
+}
+
+// v % lv.size without a division (Lemire, Kaser and Kurz, "Faster remainder by direct
+// computation", 2019): exact for every 32-bit v and divisor.
+inline uint32_t mod_size(uint32_t v, const Level& lv) {
+  const uint64_t low = lv.mod_magic * v;
+  return uint32_t((static_cast<unsigned __int128>(low) * lv.size) >> 64);
 }
 
 // fmaf(scale, x, 0.5f), rounded once. With a hardware FMA this is one instruction;
@@ -91,7 +101,7 @@ inline void corners(const Level& lv, const float* xi, uint32_t idx[8], float w[8
   for (int c = 0; c < 8; ++c) {
     const int bx = c & 1, by = (c >> 1) & 1, bz = (c >> 2) & 1;
     uint32_t v = HASHED ? (t0[bx] ^ t1[by] ^ t2[bz]) : (t0[bx] + t1[by] + t2[bz]);
-    idx[c] = POW2 ? (v & (lv.size - 1u)) : (v % lv.size);
+    idx[c] = POW2 ? (v & (lv.size - 1u)) : mod_size(v, lv);
     w[c] = wx[bx] * wy[by] * wz[bz];
   }
 }
