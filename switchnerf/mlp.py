@@ -48,6 +48,22 @@ def _fusable(mlp: nn.Sequential, x: torch.Tensor) -> bool:
     return native_available()
 
 
+def _fused_forward(mlp: nn.Sequential, x: torch.Tensor, w1: torch.Tensor,
+                   row_scale: torch.Tensor | None = None, hidden_bias: torch.Tensor | None = None,
+                   index: torch.Tensor | None = None) -> torch.Tensor:
+    """The native ``mlp_forward`` with ``mlp``'s biases and second layer, first-layer weight
+    ``w1`` [H, I] (all of ``mlp[0]``'s, or the columns that multiply ``x``)."""
+    from switchnerf.native import load_native
+
+    first, last = mlp[0], mlp[2]
+    return load_native().mlp_forward(
+        x.contiguous(), row_scale, w1.contiguous(),
+        None if first.bias is None else first.bias.detach().contiguous(),
+        last.weight.detach().contiguous(),
+        None if last.bias is None else last.bias.detach().contiguous(),
+        hidden_bias, index)
+
+
 def apply_mlp(mlp: nn.Sequential, x: torch.Tensor, row_scale: torch.Tensor | None = None
               ) -> torch.Tensor:
     """``mlp(x * row_scale[:, None])`` for x [M, I] and an optional row_scale [M].
@@ -56,15 +72,8 @@ def apply_mlp(mlp: nn.Sequential, x: torch.Tensor, row_scale: torch.Tensor | Non
     MLP has one hidden layer and the native ops are available; else the torch layers.
     """
     if _fusable(mlp, x):
-        from switchnerf.native import load_native
-
-        first, last = mlp[0], mlp[2]
         scale = None if row_scale is None else row_scale.to(torch.float32).contiguous()
-        return load_native().mlp_forward(
-            x.contiguous(), scale, first.weight.detach().contiguous(),
-            None if first.bias is None else first.bias.detach().contiguous(),
-            last.weight.detach().contiguous(),
-            None if last.bias is None else last.bias.detach().contiguous())
+        return _fused_forward(mlp, x, mlp[0].weight.detach(), row_scale=scale)
     if row_scale is not None:
         x = x * row_scale.unsqueeze(-1).to(x.dtype)
     return mlp(x)
@@ -78,17 +87,10 @@ def apply_mlp_shared(mlp: nn.Sequential, x: torch.Tensor, shared: torch.Tensor,
     ``shared`` is computed once per group ([R, H]) and added to each row's hidden layer; the
     result equals the concatenated form to float32 rounding. Otherwise the concatenation.
     """
-    if _fusable(mlp, x) and shared.dtype == torch.float32 and shared.device.type == "cpu":
-        from switchnerf.native import load_native
-
-        first, last = mlp[0], mlp[2]
+    if _fusable(mlp, x) and shared.device == x.device:
         n_own = x.shape[1]
-        w = first.weight.detach()
-        hidden_bias = shared @ w[:, n_own:].t()  # [R, H]
-        return load_native().mlp_forward(
-            x.contiguous(), None, w[:, :n_own].contiguous(),
-            None if first.bias is None else first.bias.detach().contiguous(),
-            last.weight.detach().contiguous(),
-            None if last.bias is None else last.bias.detach().contiguous(),
-            hidden_bias.contiguous(), index.to(torch.long).contiguous())
+        w = mlp[0].weight.detach()
+        hidden_bias = shared.to(x.dtype) @ w[:, n_own:].t()  # [R, H]
+        return _fused_forward(mlp, x, w[:, :n_own], hidden_bias=hidden_bias.contiguous(),
+                              index=index.to(torch.long).contiguous())
     return mlp(torch.cat([x, shared[index].to(x.dtype)], dim=-1))
