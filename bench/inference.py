@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _cameras(run, n: int, width: int, height: int):
-    from switchnerf.render.paths import (
+    from switchnerf.video.paths import (
         PathCamera,
         intrinsics_from_fov,
         orbit_geometry,
@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "inference.json")
     args = ap.parse_args()
 
-    from switchnerf.native import backend_name
+    from switchnerf.ops import backend_name
     from switchnerf.train.run import load_run
     from switchnerf.viewer.render import render_view
 

@@ -27,13 +27,19 @@ from pathlib import Path
 
 import torch
 
-from switchnerf.encoding.fused import fused_hash_encode
-from switchnerf.encoding.levels import GridSpec, LevelTable
-from switchnerf.encoding.reference import hash_encode_reference
-from switchnerf.native import fused_march_rays, fused_render_weights, load_native
+from switchnerf.ops import load_native
+from switchnerf.ops.hash_encode import fused_hash_encode
+from switchnerf.ops.hash_encode_torch import hash_encode_reference
+from switchnerf.ops.hash_levels import GridSpec, LevelTable
+from switchnerf.ops.render_weights import fused_render_weights
 from switchnerf.render.composite import render_weights
 from switchnerf.render.occupancy import OccupancyGrid
 from switchnerf.render.sampler import march_rays
+
+
+def fused_march_rays(*args, **kwargs):
+    """The native march op through ``march_rays`` (pruning included)."""
+    return march_rays(*args, backend="native", **kwargs)
 
 N_LEVELS = 16
 N_FEATURES = 2

@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def _orbit(run, seconds: float, fps: float, width: int, height: int):
-    from switchnerf.render.camera_path import CameraPath
-    from switchnerf.render.paths import orbit_geometry, orbit_keyframes
+    from switchnerf.video.camera_path import CameraPath
+    from switchnerf.video.paths import orbit_geometry, orbit_keyframes
 
     target, radius, altitude = orbit_geometry(run.scene, altitude=None, tilt_deg=35.0)
     n = max(1, round(seconds * fps))
@@ -42,8 +42,8 @@ def _vm_hwm_mib() -> float:
 
 def child_rss(run_dir: str, seconds: float, fps: float, size: str, out: str) -> None:
     """Subprocess body: render one video, print {"seconds", "frames", "vm_hwm_mib", ...}."""
-    from switchnerf.render.video_job import render_video
     from switchnerf.train.run import load_run
+    from switchnerf.video.video_job import render_video
 
     w, h = (int(v) for v in size.split("x"))
     run = load_run(run_dir, device="cpu")
@@ -58,8 +58,8 @@ def child_rss(run_dir: str, seconds: float, fps: float, size: str, out: str) -> 
 
 
 def throughput(run_dir: Path, frames: int) -> dict:
-    from switchnerf.render.video_job import render_video
     from switchnerf.train.run import load_run
+    from switchnerf.video.video_job import render_video
 
     run = load_run(run_dir, device="cpu")
     path = _orbit(run, frames / 12.0, 12.0, 320, 240)

@@ -177,7 +177,7 @@ def main() -> int:
     thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
     configs = {m: cpu_config(m, args.set) for m in methods}
 
-    from switchnerf.native import backend_name
+    from switchnerf.ops import backend_name
     from switchnerf.scene.load import ensure_synth_scene
 
     ensure_synth_scene(args.scene)

@@ -56,7 +56,7 @@ fi
 if [ "${SWITCHNERF_BACKEND:-auto}" != torch ]; then
     "$py" - <<'PY' || say "warning: native ops did not build; the slower torch ops will be used"
 import time
-from switchnerf.native import backend_name, native_available
+from switchnerf.ops import backend_name, native_available
 t = time.perf_counter()
 ok = native_available()
 print(f"[setup] native ops: {backend_name()} ({time.perf_counter() - t:.1f} s)")

@@ -19,7 +19,7 @@ import yaml
 
 from switchnerf.errors import SwitchNerfError
 
-MAX_HASHMAP_SIZE = (1 << 31) - 1  # level sizes are int32 (switchnerf.encoding.levels)
+MAX_HASHMAP_SIZE = (1 << 31) - 1  # level sizes are int32 (switchnerf.ops.hash_levels)
 
 
 @dataclass
@@ -46,7 +46,7 @@ class ExpertsConfig:
     shapes rarely have equal parameter counts at powers of two; an explicit ``hashmap_size``
     (any integer in [8, 2**31 - 1]; the hash is then reduced modulo the size) lets the
     baselines in configs/ match switchnerf++ (values solved with
-    ``switchnerf.encoding.levels.solve_hashmap_size``, checked by tests/test_presets_params.py).
+    ``switchnerf.ops.hash_levels.solve_hashmap_size``, checked by tests/test_presets_params.py).
     """
 
     n_experts: int = 8

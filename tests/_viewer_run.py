@@ -18,12 +18,12 @@ import torch
 from PIL import Image
 
 from switchnerf.config import load_config
-from switchnerf.render.paths import look_at
 from switchnerf.scene.cameras import CameraTable
 from switchnerf.scene.types import ImageRecord, Scene
 from switchnerf.train.builder import build_model
 from switchnerf.train.checkpoint import save_checkpoint
 from switchnerf.train.run import load_run, write_run_header
+from switchnerf.video.paths import look_at
 
 W, H = 16, 12
 TINY = [

@@ -156,7 +156,7 @@ def tiny_run(_tiny_run_built, monkeypatch) -> TinyRun:
 @pytest.fixture(scope="session")
 def native():
     """The native ops, built once per session (and cached on disk across sessions)."""
-    from switchnerf.native import NativeUnavailableError, load_native
+    from switchnerf.ops import NativeUnavailableError, load_native
 
     try:
         return load_native()

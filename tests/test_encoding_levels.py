@@ -7,7 +7,7 @@ import torch
 
 from switchnerf.encoding import GridSpec, HashExperts, HashGrid, LevelTable
 from switchnerf.encoding.experts import geometric_expert_specs
-from switchnerf.encoding.levels import experts_rows, grid_level_specs, solve_hashmap_size
+from switchnerf.ops.hash_levels import experts_rows, grid_level_specs, solve_hashmap_size
 
 
 def test_small_grid_by_hand():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from switchnerf.encoding import GridSpec, LevelTable
-from switchnerf.encoding.reference import _fma_half_f32, hash_encode_reference
+from switchnerf.ops.hash_encode_torch import _fma_half_f32, hash_encode_reference
 
 P1, P2 = 2654435761, 805459861
 

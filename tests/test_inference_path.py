@@ -5,7 +5,7 @@ top-1 from logits. Each is checked against the training-time (torch, two-pass) p
 import pytest
 import torch
 
-from switchnerf.mlp import apply_mlp, apply_mlp_shared, make_mlp
+from switchnerf.ops.mlp import apply_mlp, apply_mlp_shared, make_mlp
 from switchnerf.render.composite import packed_info
 from switchnerf.render.front_to_back import evaluate_front_to_back
 from switchnerf.render.sampler import prune_invisible

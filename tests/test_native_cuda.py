@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import torch
 
-from switchnerf.native import _sources
+from switchnerf.ops import _sources
 
 
 def _nvcc() -> str | None:
@@ -44,7 +44,7 @@ needs_gpu = pytest.mark.skipif(
 
 @pytest.fixture(scope="session")
 def native_cuda():
-    from switchnerf.native import load_native
+    from switchnerf.ops import load_native
 
     mod = load_native()
     if not mod.with_cuda:
@@ -58,9 +58,9 @@ def native_cuda():
 @pytest.mark.parametrize("n_experts", [1, 3, 8])
 @pytest.mark.parametrize("n_points", [0, 1, 5000])
 def test_cuda_encoding_matches_reference(native_cuda, n_experts, n_points):
-    from switchnerf.encoding.fused import fused_hash_encode
-    from switchnerf.encoding.levels import GridSpec, LevelTable
-    from switchnerf.encoding.reference import hash_encode_reference
+    from switchnerf.ops.hash_encode import fused_hash_encode
+    from switchnerf.ops.hash_encode_torch import hash_encode_reference
+    from switchnerf.ops.hash_levels import GridSpec, LevelTable
 
     gen = torch.Generator().manual_seed(n_points + n_experts)
     specs = [GridSpec(2 + e, 9 + (e % 3), max_resolution=float(24 + 40 * e))

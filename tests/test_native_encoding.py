@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from switchnerf.encoding.levels import GridSpec, LevelTable
-from switchnerf.encoding.reference import hash_encode_reference
+from switchnerf.ops.hash_encode_torch import hash_encode_reference
+from switchnerf.ops.hash_levels import GridSpec, LevelTable
 
 
 def fused(*args):
-    from switchnerf.encoding.fused import fused_hash_encode
+    from switchnerf.ops.hash_encode import fused_hash_encode
 
     return fused_hash_encode(*args)
 

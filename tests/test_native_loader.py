@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from switchnerf.native import _sources
+from switchnerf.ops import _sources
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -32,9 +32,9 @@ def test_sources_found_and_hash_stable():
 def test_import_does_no_work():
     out = run_python("""
         import sys
-        import switchnerf.native, switchnerf.encoding.fused
+        import switchnerf.ops, switchnerf.ops.hash_encode
         print(any(m.startswith("switchnerf_native_") for m in sys.modules),
-              "switchnerf.native._loader" in sys.modules)
+              "switchnerf.ops._loader" in sys.modules)
     """)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
@@ -42,8 +42,8 @@ def test_import_does_no_work():
 
 def test_forced_torch_backend():
     out = run_python("""
-        from switchnerf.native import backend_name, native_available, load_native
-        from switchnerf.native import NativeUnavailableError
+        from switchnerf.ops import backend_name, native_available, load_native
+        from switchnerf.ops import NativeUnavailableError
         print(backend_name(), native_available())
         try:
             load_native()
@@ -57,7 +57,7 @@ def test_forced_torch_backend():
 
 def test_unknown_backend_is_an_error():
     out = run_python("""
-        from switchnerf.native import backend_name
+        from switchnerf.ops import backend_name
         backend_name()
     """, SWITCHNERF_BACKEND="fast")
     assert out.returncode != 0
@@ -69,9 +69,9 @@ def test_missing_sources_fall_back_with_one_warning(monkeypatch, tmp_path):
     forced raises a clear error."""
     out = run_python("""
         import warnings
-        from switchnerf.native import _sources
-        _sources.source_dirs = lambda: []
-        import switchnerf.native as nat
+        from switchnerf.ops import _sources
+        _sources.find_source_dir = lambda: None
+        import switchnerf.ops as nat
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             print(nat.backend_name(), nat.native_available(), nat.backend_name())
@@ -82,9 +82,9 @@ def test_missing_sources_fall_back_with_one_warning(monkeypatch, tmp_path):
     assert first == "torch False torch"
     assert second.startswith("1 switchnerf: the native ops are unavailable")
     out = run_python("""
-        from switchnerf.native import _sources
-        _sources.source_dirs = lambda: []
-        from switchnerf.native import load_native
+        from switchnerf.ops import _sources
+        _sources.find_source_dir = lambda: None
+        from switchnerf.ops import load_native
         load_native()
     """, SWITCHNERF_BACKEND="native")
     assert out.returncode != 0
@@ -92,7 +92,7 @@ def test_missing_sources_fall_back_with_one_warning(monkeypatch, tmp_path):
 
 
 def test_cached_build_loads_fast_in_a_new_process():
-    from switchnerf.native import NativeUnavailableError, load_native
+    from switchnerf.ops import NativeUnavailableError, load_native
 
     try:
         mod = load_native()
@@ -102,7 +102,7 @@ def test_cached_build_loads_fast_in_a_new_process():
     out = run_python("""
         import time
         t = time.perf_counter()
-        from switchnerf.native import load_native, backend_name
+        from switchnerf.ops import load_native, backend_name
         load_native()
         print(backend_name(), time.perf_counter() - t)
     """)

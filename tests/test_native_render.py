@@ -13,15 +13,13 @@ from switchnerf.render.sampler import march_rays
 
 
 def fused_weights(*args):
-    from switchnerf.native import fused_render_weights
+    from switchnerf.ops.render_weights import fused_render_weights
 
     return fused_render_weights(*args)
 
 
 def fused_march(*args, **kwargs):
-    from switchnerf.native import fused_march_rays
-
-    return fused_march_rays(*args, **kwargs)
+    return march_rays(*args, backend="native", **kwargs)
 
 
 def packed(n_rays: int, gen: torch.Generator, max_per_ray: int = 40):

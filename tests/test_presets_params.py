@@ -17,9 +17,9 @@ import torch
 
 from switchnerf.config import Config, load_config
 from switchnerf.encoding.experts import geometric_expert_specs
-from switchnerf.encoding.levels import LevelTable, solve_hashmap_size
 from switchnerf.errors import SwitchNerfError
 from switchnerf.model import SwitchField
+from switchnerf.ops.hash_levels import LevelTable, solve_hashmap_size
 
 ROOT = Path(__file__).resolve().parents[1]
 N_IMAGES = 56  # any count: the appearance table has the same size in every method

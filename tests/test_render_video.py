@@ -11,11 +11,11 @@ import torch
 
 from switchnerf.cli import main
 from switchnerf.errors import SwitchNerfError
-from switchnerf.render import quaternion as quat
-from switchnerf.render import video_job
-from switchnerf.render.camera_path import CameraPath
-from switchnerf.render.camera_path_io import load_camera_path, parse_camera_path, save_camera_path
-from switchnerf.render.paths import Keyframe, camera_from_record, look_at, orbit_keyframes
+from switchnerf.video import quaternion as quat
+from switchnerf.video import video_job
+from switchnerf.video.camera_path import CameraPath
+from switchnerf.video.camera_path_io import load_camera_path, parse_camera_path, save_camera_path
+from switchnerf.video.paths import Keyframe, camera_from_record, look_at, orbit_keyframes
 
 
 def _count_frames(path) -> tuple[int, tuple]:
@@ -153,8 +153,8 @@ def test_frame_at_training_camera_equals_eval_render(tiny_run):
 
 
 def test_interpolated_frames_at_training_cameras_match_their_renders(tiny_run):
-    from switchnerf.render.paths import training_keyframes
     from switchnerf.train.run import load_run
+    from switchnerf.video.paths import training_keyframes
 
     run = load_run(tiny_run.run_dir)
     kfs = training_keyframes(tiny_run.scene, 3)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from test_store_scene import make_scene
 
+from switchnerf.cli.scene_store import add_partition_parser, add_prepare_parser
 from switchnerf.errors import SwitchNerfError
 from switchnerf.scene.partition import Partition
 from switchnerf.scene.store import open_store
-from switchnerf.scene.store_commands import add_partition_parser, add_prepare_parser
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import torch
 from _viewer_run import make_run
 from viser import transforms as vtf
 
-from switchnerf.render.paths import PathCamera, look_at
-from switchnerf.render.video_job import render_camera
 from switchnerf.scene.types import pixel_rays
+from switchnerf.video.paths import PathCamera, look_at
+from switchnerf.video.video_job import render_camera
 from switchnerf.viewer.frames import (
     ViserPose,
     c2w_from_viser,

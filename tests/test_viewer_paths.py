@@ -10,9 +10,9 @@ import torch
 from _viewer_run import free_port, make_run
 
 from switchnerf.errors import SwitchNerfError
-from switchnerf.render.camera_path import CameraPath
-from switchnerf.render.camera_path_io import load_camera_path
-from switchnerf.render.paths import Keyframe, look_at
+from switchnerf.video.camera_path import CameraPath
+from switchnerf.video.camera_path_io import load_camera_path
+from switchnerf.video.paths import Keyframe, look_at
 from switchnerf.viewer import ViewerServer
 from switchnerf.viewer.frames import viser_from_c2w
 from switchnerf.viewer.overlay import box_edges, expert_points, find_partition, partition_lines

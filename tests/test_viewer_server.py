@@ -13,7 +13,7 @@ import pytest
 import torch
 from _viewer_run import free_port, make_run
 
-from switchnerf.render.paths import PathCamera
+from switchnerf.video.paths import PathCamera
 from switchnerf.viewer import ViewerServer
 from switchnerf.viewer.compute import ComputeGate, release_thread_pool
 from switchnerf.viewer.frames import ViserPose, path_camera_from_viser, render_size, viser_from_c2w
@@ -209,7 +209,7 @@ def test_path_camera_used_by_viewer_is_a_pathcamera(run):
 
 
 def test_render_callback_returns_the_offline_renderers_image(run):
-    from switchnerf.render.video_job import render_camera
+    from switchnerf.video.video_job import render_camera
 
     rec = run.scene.images("val")[0]
     cam = PathCamera(rec.c2w, rec.fx, rec.fy, rec.cx, rec.cy, rec.width, rec.height)

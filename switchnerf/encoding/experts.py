@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from switchnerf.encoding.functional import hash_encode
 from switchnerf.encoding.hashgrid import PARAM_INIT_RANGE
-from switchnerf.encoding.levels import (
+from switchnerf.ops.hash_encode import hash_encode
+from switchnerf.ops.hash_levels import (
     GridSpec,
     LevelTable,
     levels_from_buffers,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from switchnerf.encoding.functional import hash_encode
-from switchnerf.encoding.levels import (
+from switchnerf.ops.hash_encode import hash_encode
+from switchnerf.ops.hash_levels import (
     LevelTable,
     levels_from_buffers,
     per_level_scale_for,

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from switchnerf.render.paths import PathCamera, camera_from_record
-from switchnerf.render.video_job import expected_depth, render_camera
 from switchnerf.render.volume import render_image_rays
 from switchnerf.scene.types import RayBatch
+from switchnerf.video.paths import PathCamera, camera_from_record
+from switchnerf.video.video_job import expected_depth, render_camera
 
 
 @dataclass

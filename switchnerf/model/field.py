@@ -10,11 +10,11 @@ from torch import nn
 from switchnerf.config import ModelConfig
 from switchnerf.encoding import HashExperts, SHEncoding
 from switchnerf.encoding.experts import geometric_expert_specs
-from switchnerf.mlp import apply_mlp, apply_mlp_shared, make_mlp
 from switchnerf.model.activations import density_activation
 from switchnerf.model.background import SkyBackground
 from switchnerf.moe.gate import FixedCellRouter, GateOutput, HashGate
 from switchnerf.moe.routing import capacity_keep_mask
+from switchnerf.ops.mlp import apply_mlp, apply_mlp_shared, make_mlp
 
 
 @dataclass

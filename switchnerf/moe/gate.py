@@ -7,8 +7,8 @@ from torch import nn
 
 from switchnerf.config import GridConfig
 from switchnerf.encoding import HashGrid
-from switchnerf.mlp import apply_mlp, make_mlp
 from switchnerf.moe.routing import top1
+from switchnerf.ops.mlp import apply_mlp, make_mlp
 
 
 class GateOutput:

@@ -1,4 +1,5 @@
-"""Packed volume rendering with nerfacc 0.5's semantics, in plain torch (CPU and CUDA).
+"""Packed volume rendering with nerfacc 0.5's semantics: per-ray colour, depth, opacity and
+expert map from per-sample values (the weights come from :mod:`switchnerf.ops.render_weights`).
 
 Packed layout: M samples of N rays in one flat array; ``ray_indices`` int64 [M] is sorted,
 the samples of a ray are contiguous and ordered by t. ``t_starts``/``t_ends`` float32 [M]
@@ -11,9 +12,6 @@ For one ray with intervals dt_i = t_end_i - t_start_i:
     T_i     = exp(-sum_{j < i} sigma_j * dt_j)      (exclusive, per ray)
     w_i     = T_i * alpha_i
 
-The per-ray exclusive sum is a float64 global cumsum minus its value at the ray's first
-sample, so a long packed array (an opaque ray early, many samples after it) does not lose
-float32 precision in later rays.
 """
 
 from __future__ import annotations
@@ -21,99 +19,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from switchnerf.ops.render_weights import (
+    exclusive_sum_per_ray,
+    packed_info,
+    render_weights,
+    render_weights_torch,
+)
+
 __all__ = [
     "composite",
     "exclusive_sum_per_ray",
     "packed_info",
     "render_packed",
     "render_weights",
+    "render_weights_torch",
 ]
-
-
-def packed_info(ray_indices: Tensor, n_rays: int) -> tuple[Tensor, Tensor]:
-    """Start and count of each ray's chunk in a sorted packed array.
-
-    Args:
-        ray_indices: int64 [M], sorted.
-        n_rays: N.
-
-    Returns:
-        chunk_starts, chunk_counts: int64 [N]. Equals nerfacc's ``pack_info(ray_indices,
-        n_rays).unbind(-1)``, i.e. ``counts = torch.bincount(ray_indices, minlength=N)``,
-        ``starts = counts.cumsum(0) - counts``.
-
-    >>> packed_info(torch.tensor([0, 0, 2, 2, 2]), 4)
-    (tensor([0, 2, 2, 5]), tensor([2, 0, 3, 0]))
-    """
-    counts = torch.bincount(ray_indices, minlength=n_rays)[:n_rays]  # [N]
-    starts = counts.cumsum(0) - counts  # [N]
-    return starts, counts
-
-
-def exclusive_sum_per_ray(values: Tensor, ray_indices: Tensor, n_rays: int) -> Tensor:
-    """Exclusive prefix sum of ``values`` within each ray's contiguous chunk.
-
-    Args:
-        values: float [M] (any float dtype; accumulated in float64).
-        ray_indices: int64 [M], sorted.
-        n_rays: N.
-
-    Returns:
-        float64 [M]: ``out[i] = sum(values[j] for j < i if ray_indices[j] == ray_indices[i])``.
-        Differentiable w.r.t. ``values``. Equals nerfacc's ``exclusive_sum(values,
-        indices=ray_indices)`` (which is float32) up to its rounding.
-
-    >>> exclusive_sum_per_ray(torch.tensor([1., 2., 3., 4.]), torch.tensor([0, 0, 1, 1]), 2)
-    tensor([0., 1., 0., 3.], dtype=torch.float64)
-    """
-    if values.numel() == 0:
-        return values.new_zeros(0, dtype=torch.float64)
-    v64 = values.to(torch.float64)
-    excl = torch.cumsum(v64, 0) - v64  # [M] global exclusive sum
-    starts, _ = packed_info(ray_indices, n_rays)
-    first = starts[ray_indices]  # [M] position of each sample's ray's first sample
-    return excl - excl[first]
-
-
-def render_weights(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor,
-                   n_rays: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Volume-rendering weights of packed samples.
-
-    Args:
-        t_starts, t_ends: float32 [M], world units.
-        sigmas: float32 [M], density per world unit.
-        ray_indices: int64 [M], sorted, samples of a ray contiguous and ordered by t.
-        n_rays: N.
-
-    Returns:
-        weights, transmittance, alphas: float32 [M], differentiable w.r.t. ``sigmas``.
-        Equal to ``nerfacc.render_weight_from_density(t_starts, t_ends, sigmas,
-        ray_indices=ray_indices, n_rays=n_rays)``, i.e. per ray
-        ``tau = sigmas * (t_ends - t_starts)``, ``alphas = 1 - exp(-tau)``,
-        ``transmittance = exp(-(cumsum(tau) - tau))``, ``weights = transmittance * alphas``.
-
-    >>> sig = torch.log(torch.tensor([2.0, 2.0]))  # alpha = 0.5 per unit interval
-    >>> w, T, a = render_weights(torch.tensor([0., 1.]), torch.tensor([1., 2.]), sig,
-    ...                          torch.tensor([0, 0]), 1)
-    >>> w, T
-    (tensor([0.5000, 0.2500]), tensor([1.0000, 0.5000]))
-    """
-    if not sigmas.is_cuda and sigmas.dtype == torch.float32:
-        from switchnerf.native import fused_render_weights, native_available
-
-        if native_available():
-            return fused_render_weights(t_starts, t_ends, sigmas, ray_indices, n_rays)
-    return render_weights_torch(t_starts, t_ends, sigmas, ray_indices, n_rays)
-
-
-def render_weights_torch(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, ray_indices: Tensor,
-                         n_rays: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The pure-torch :func:`render_weights` (the oracle of the native op; any device)."""
-    tau = sigmas * (t_ends - t_starts)  # [M]
-    alphas = 1.0 - torch.exp(-tau)  # [M]
-    excl = exclusive_sum_per_ray(tau, ray_indices, n_rays)  # [M] float64
-    transmittance = torch.exp(-excl).to(sigmas.dtype)  # [M]
-    return transmittance * alphas, transmittance, alphas
 
 
 def composite(weights: Tensor, values: Tensor, ray_indices: Tensor, n_rays: int) -> Tensor:

@@ -29,6 +29,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from switchnerf.ops.march import cell_ids
+
 __all__ = ["OccupancyGrid"]
 
 DensityFn = Callable[[Tensor], Tensor]  # points_unit float32 [M, 3] -> density [M]
@@ -75,12 +77,7 @@ class OccupancyGrid(nn.Module):
     def cell_ids_of(self, points_unit: Tensor) -> tuple[Tensor, Tensor]:
         """Flat cell index int64 [M] of unit-frame points [M, 3] and whether each point lies
         in the closed cube [0, 1]^3 (bool [M]); indices of outside points are clamped."""
-        res = self.resolution.to(points_unit.dtype)
-        inside = ((points_unit >= 0) & (points_unit <= 1)).all(-1)  # [M]
-        ijk = torch.floor(points_unit * res).long()  # [M, 3]
-        ijk = torch.minimum(ijk.clamp(min=0), self.resolution - 1)
-        ids = (ijk[:, 0] * self.res[1] + ijk[:, 1]) * self.res[2] + ijk[:, 2]
-        return ids, inside
+        return cell_ids(points_unit, self.res)
 
     def occupied(self, points_unit: Tensor) -> Tensor:
         """Whether unit-frame points [M, 3] lie in occupied cells: bool [M].

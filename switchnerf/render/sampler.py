@@ -17,9 +17,9 @@ ray are kept, and, when ``sigma_fn`` is given, samples with transmittance
 ``T < early_stop_eps`` or alpha ``< alpha_thre`` are dropped. nerfacc lowers
 ``alpha_thre`` to the mean of its grid values; here it is used as given.
 
-On CUDA tensors with nerfacc's CUDA extension available, the traversal is nerfacc's
-``traverse_grids`` (same fields; t accumulated in float32 there, so values can differ in
-the last bits); elsewhere it is the vectorised torch path below.
+The traversal is the native op on CPU where it is built, nerfacc's ``traverse_grids`` on
+CUDA tensors where its extension loads (same fields; t accumulated in float32 there, so
+values can differ in the last bits), else the torch twin (:mod:`switchnerf.ops.march`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .composite import packed_info, render_weights
+from switchnerf.ops import native_available
+from switchnerf.ops.march import march_native, march_torch, ray_box_intersect
+from switchnerf.ops.render_weights import packed_info, render_weights
+
 from .occupancy import OccupancyGrid
 
 __all__ = ["PackedSamples", "march_rays", "ray_box_intersect"]
@@ -87,29 +90,6 @@ class PackedSamples:
         return PackedSamples(ray_indices, t_starts, t_ends, n_rays, starts, counts)
 
 
-def ray_box_intersect(origins: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
-    """Entry and exit parameters of rays with the closed unit cube [0, 1]^3 (slab method).
-
-    Args:
-        origins, dirs: float [N, 3] (dirs need not be unit length; zero components allowed).
-
-    Returns:
-        t_enter, t_exit: float [N]; the ray is inside for t in [t_enter, t_exit], missing the
-        cube when ``t_enter > t_exit``. Equals ``max_a(min(ta, tb))``, ``min_a(max(ta, tb))``
-        with ``ta = (0 - o_a) / d_a``, ``tb = (1 - o_a) / d_a``; an axis with d_a = 0 is
-        (-inf, inf) when 0 <= o_a <= 1 and empty otherwise.
-    """
-    zero = dirs == 0
-    safe = torch.where(zero, torch.ones_like(dirs), dirs)
-    ta = (0.0 - origins) / safe
-    tb = (1.0 - origins) / safe
-    inside = (origins >= 0) & (origins <= 1)
-    inf = torch.full_like(dirs, float("inf"))
-    lo = torch.where(zero, torch.where(inside, -inf, inf), torch.minimum(ta, tb))
-    hi = torch.where(zero, torch.where(inside, inf, -inf), torch.maximum(ta, tb))
-    return lo.amax(-1), hi.amin(-1)
-
-
 @functools.lru_cache(maxsize=1)
 def _nerfacc_cuda() -> bool:
     """Whether nerfacc's CUDA extension loads (it may JIT-build on first use); says once
@@ -125,52 +105,6 @@ def _nerfacc_cuda() -> bool:
                       "torch path on CUDA tensors", RuntimeWarning, stacklevel=3)
         return False
     return True
-
-
-def _traverse_torch(origins: Tensor, dirs: Tensor, base: Tensor, far: Tensor,
-                    grid: OccupancyGrid, step_size: float, chunk_samples: int
-                    ) -> tuple[Tensor, Tensor, Tensor]:
-    """Torch traversal; returns ray_indices int64 [M], t_starts, t_ends float32 [M]."""
-    n = origins.shape[0]
-    dev = origins.device
-    t_enter, t_exit = ray_box_intersect(origins, dirs)
-    t0 = torch.maximum(base, t_enter).double()  # [N]
-    t1 = torch.minimum(far, t_exit).double()  # [N]
-    b64 = base.double()
-    hit = (t1 > t0) & torch.isfinite(t0) & torch.isfinite(t1)
-    # midpoint b + (k + 1/2) dt in [t0, t1)  <=>  k_min <= k < k_end
-    k_min = torch.ceil(torch.where(hit, (t0 - b64) / step_size - 0.5, 0.0)).clamp(min=0)
-    k_end = torch.ceil(torch.where(hit, (t1 - b64) / step_size - 0.5, 0.0))
-    counts = (k_end - k_min).clamp(min=0).long()  # [N] candidate steps per ray
-    k_min = k_min.long()
-    cum = counts.cumsum(0)  # [N]
-
-    out_r, out_s, out_e = [], [], []
-    start = 0
-    while start < n:
-        before = int(cum[start - 1]) if start > 0 else 0
-        end = int(torch.searchsorted(cum, before + chunk_samples, right=True))
-        end = min(max(end, start + 1), n)
-        cnt = counts[start:end]
-        total = int(cum[end - 1]) - before
-        if total > 0:
-            local = torch.repeat_interleave(torch.arange(start, end, device=dev), cnt)  # [S]
-            offs = torch.arange(total, device=dev) - (cum[local] - counts[local] - before)
-            k = (k_min[local] + offs).double()
-            ts64 = b64[local] + k * step_size
-            ts = ts64.float()
-            te = (ts64 + step_size).float()
-            mid = 0.5 * (ts + te)  # [S], as consumers compute it
-            pts = origins[local] + mid[:, None] * dirs[local]  # [S, 3] unit frame
-            keep = grid.occupied(pts)
-            out_r.append(local[keep])
-            out_s.append(ts[keep])
-            out_e.append(te[keep])
-        start = end
-    if not out_r:
-        empty = torch.zeros(0, device=dev)
-        return torch.zeros(0, dtype=torch.int64, device=dev), empty, empty.clone()
-    return torch.cat(out_r), torch.cat(out_s), torch.cat(out_e)
 
 
 def _traverse_nerfacc(origins: Tensor, dirs: Tensor, base: Tensor, far: Tensor,
@@ -213,7 +147,7 @@ def march_rays(origins: Tensor, dirs: Tensor, near: Tensor, far: Tensor,
         generator: RNG for the stratified offsets.
         chunk_samples: candidate steps per torch chunk (bounds memory, not the result).
         backend: "auto" (the native CPU op on CPU when built, nerfacc on CUDA when its
-            extension loads, else torch), "torch" or "nerfacc".
+            extension loads, else torch), "native", "torch" or "nerfacc".
 
     Returns:
         :class:`PackedSamples`. With ``sigma_fn = None`` the kept samples equal the
@@ -237,32 +171,25 @@ def march_rays(origins: Tensor, dirs: Tensor, near: Tensor, far: Tensor,
         raise ValueError(f"near {tuple(near.shape)} and far {tuple(far.shape)} must be ({n},)")
     if step_size <= 0:
         raise ValueError(f"step_size must be > 0, got {step_size}")
-    if backend not in ("auto", "torch", "nerfacc"):
-        raise ValueError(f"backend must be 'auto', 'torch' or 'nerfacc', got {backend!r}")
-    if backend == "auto" and not origins.is_cuda:
-        from switchnerf.native import fused_march_rays, native_available
-
-        if native_available():
-            return fused_march_rays(origins, dirs, near, far, grid, step_size=step_size,
-                                    stratified=stratified, sigma_fn=sigma_fn,
-                                    alpha_thre=alpha_thre, early_stop_eps=early_stop_eps,
-                                    max_samples_per_ray=max_samples_per_ray, generator=generator)
+    if backend not in ("auto", "native", "torch", "nerfacc"):
+        raise ValueError(f"backend must be 'auto', 'native', 'torch' or 'nerfacc', got {backend!r}")
     base = near.to(torch.float32)
     if stratified:
         base = base + step_size * torch.rand(n, device=near.device, generator=generator)
+    use_native = backend == "native" or (backend == "auto" and not origins.is_cuda
+                                         and native_available())
     use_nerfacc = backend == "nerfacc" or (backend == "auto" and origins.is_cuda
                                            and _nerfacc_cuda())
-    if use_nerfacc:
+    if use_native:
+        ray_indices, t_starts, t_ends = march_native(origins, dirs, base, far, grid.binary,
+                                                     step_size, max_samples_per_ray)
+    elif use_nerfacc:
         ray_indices, t_starts, t_ends = _traverse_nerfacc(origins, dirs, base, far, grid,
                                                           step_size, max_samples_per_ray)
     else:
-        ray_indices, t_starts, t_ends = _traverse_torch(origins, dirs, base, far, grid,
-                                                        step_size, chunk_samples)
-        if max_samples_per_ray is not None:
-            starts, _ = packed_info(ray_indices, n)
-            rank = torch.arange(ray_indices.shape[0], device=ray_indices.device)
-            keep = rank - starts[ray_indices] < max_samples_per_ray
-            ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
+        ray_indices, t_starts, t_ends = march_torch(origins, dirs, base, far, grid.binary,
+                                                    step_size, max_samples_per_ray,
+                                                    chunk_samples)
 
     return prune_invisible(ray_indices, t_starts, t_ends, n, sigma_fn=sigma_fn,
                            alpha_thre=alpha_thre, early_stop_eps=early_stop_eps)

@@ -7,9 +7,9 @@ Public API (implementation modules are private to the package):
   :func:`c2w_from_viser`, :func:`viser_from_c2w`, :class:`ViserPose`;
 - :func:`render_view` / :func:`output_image`: what a client's frame is made of;
 - camera-path files of the editor: :func:`save_path`, :func:`load_path` (paths themselves
-  are ``switchnerf.render.camera_path.CameraPath``).
+  are ``switchnerf.video.camera_path.CameraPath``).
 
-The CLI lives in ``switchnerf.viewer_cli`` (``switchnerf view``, ``train --viewer``).
+The CLI lives in ``switchnerf.cli.view`` (``switchnerf view``, ``train --viewer``).
 """
 
 from switchnerf.viewer.frames import (

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from viser import transforms as vtf
 
-from switchnerf.render.paths import PathCamera
+from switchnerf.video.paths import PathCamera
 
 __all__ = ["CV_FROM_GL", "ViserPose", "c2w_from_viser", "path_camera_from_viser",
            "render_size", "viser_from_c2w", "viser_from_path_camera"]

@@ -3,7 +3,7 @@ save / load as nerfstudio camera-path JSON and a "render video" button.
 
 Keyframes are taken from (and played back to) the browser whose button was pressed;
 cameras convert with ``switchnerf.viewer.frames`` (viser's OpenCV axes <-> OpenGL c2w).
-Interpolation, timing and frames are ``switchnerf.render.camera_path.CameraPath``'s (the
+Interpolation, timing and frames are ``switchnerf.video.camera_path.CameraPath``'s (the
 same as ``switchnerf render``): Catmull-Rom positions and fov, squad rotations.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from switchnerf.errors import SwitchNerfError
-from switchnerf.render.camera_path import CameraPath
-from switchnerf.render.paths import Keyframe
+from switchnerf.video.camera_path import CameraPath
+from switchnerf.video.paths import Keyframe
 from switchnerf.viewer import path_files
 from switchnerf.viewer.frames import c2w_from_viser, viser_from_c2w
 

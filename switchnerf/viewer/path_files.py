@@ -10,7 +10,7 @@ editable keyframes as nerfstudio stores them: ``{matrix: 16 floats row-major c2w
 aspect}``).
 
 Read back: the ``keyframes`` of such a file; any other file through
-``switchnerf.render.camera_path_io.parse_camera_path`` (a nerfstudio path without
+``switchnerf.video.camera_path_io.parse_camera_path`` (a nerfstudio path without
 keyframes, whose frames become keyframes, or a switchnerf keyframe file).
 
 Files live in ``RUN/camera_paths/``; names typed in the browser are reduced to
@@ -27,9 +27,9 @@ import numpy as np
 
 from switchnerf.errors import SwitchNerfError, input_error
 from switchnerf.io_utils import write_json_atomic
-from switchnerf.render.camera_path import CameraPath
-from switchnerf.render.camera_path_io import parse_camera_path
-from switchnerf.render.paths import Keyframe
+from switchnerf.video.camera_path import CameraPath
+from switchnerf.video.camera_path_io import parse_camera_path
+from switchnerf.video.paths import Keyframe
 
 __all__ = ["PATHS_DIR", "list_paths", "load_path", "path_file", "path_to_json", "save_path"]
 

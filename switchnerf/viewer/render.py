@@ -1,7 +1,7 @@
 """Cancellable, chunked rendering of one view and its colour-mapped outputs.
 
 ``render_view`` renders exactly what the offline renderer
-(``switchnerf.render.video_job.render_camera``) renders for the same ``PathCamera`` and
+(``switchnerf.video.video_job.render_camera``) renders for the same ``PathCamera`` and
 chunk size: the same rays (world frame, ``pixel_rays``), the same chunks, the same
 ``render_rays`` call with the mean appearance embedding. Before every chunk and between
 the front-to-back rounds inside one it checks whether the render went stale, so a camera
@@ -23,9 +23,9 @@ import torch
 from switchnerf.render.composite import composite
 from switchnerf.render.front_to_back import RenderCancelled
 from switchnerf.render.palette import colorize_depth, colorize_experts, viridis
-from switchnerf.render.paths import PathCamera
 from switchnerf.render.volume import RENDER_CHUNK, render_rays
 from switchnerf.scene.types import RayBatch, pixel_rays
+from switchnerf.video.paths import PathCamera
 
 __all__ = ["DEFAULT_CHUNK", "OUTPUTS", "SHARED_CHUNK", "output_image", "render_view"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from switchnerf.render.paths import scene_orbit
+from switchnerf.video.paths import scene_orbit
 from switchnerf.viewer.compute import ComputeGate, release_thread_pool
 from switchnerf.viewer.frames import ViserPose
 from switchnerf.viewer.gui import LiveStats, ViewerGui

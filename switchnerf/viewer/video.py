@@ -1,5 +1,5 @@
 """The viewer's "render video" job: ``switchnerf render``'s own code
-(``switchnerf.render.video_job.render_video``) on the edited path.
+(``switchnerf.video.video_job.render_video``) on the edited path.
 
 Writes ``RUN/camera_paths/<name>.json`` (the path, nerfstudio format) and
 ``RUN/renders/<name>.mp4`` with its sidecar ``<name>.json``; the same video as
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
-from switchnerf.render.camera_path import CameraPath
 from switchnerf.train.run import LoadedRun
+from switchnerf.video.camera_path import CameraPath
 from switchnerf.viewer import path_files
 
 __all__ = ["as_loaded_run", "render_path_video"]
@@ -40,7 +40,7 @@ def render_path_video(model, path: CameraPath, run_dir: Path, name: str, *,
     json_file = path_files.save_path(run_dir, name, path)
     out = Path(run_dir) / "renders" / f"{json_file.stem}.mp4"
     out.parent.mkdir(parents=True, exist_ok=True)
-    from switchnerf.render.video_job import render_video
+    from switchnerf.video.video_job import render_video
 
     run = as_loaded_run(model)
     device = next(run.field.parameters()).device

@@ -1,7 +1,7 @@
 """Cameras and generated camera paths in the run's world frame (z up, OpenGL camera axes).
 
 Orbits, spirals and tours through training cameras are returned as keyframes
-(``switchnerf.render.camera_path.Keyframe``: c2w float64 [4, 4] and vertical fov); a
+(``switchnerf.video.camera_path.Keyframe``: c2w float64 [4, 4] and vertical fov); a
 ``CameraPath`` turns keyframes into per-frame ``PathCamera`` objects.
 """
 

@@ -25,7 +25,13 @@ from pathlib import Path
 
 import torch
 
-from switchnerf.native._sources import find_source_dir, source_files, source_hash
+from switchnerf.ops._sources import (
+    CUDA_FLAGS,
+    cxx_flags,
+    find_source_dir,
+    source_files,
+    source_hash,
+)
 
 LOCK_TIMEOUT_S = 1800
 """How long a process waits for another one's build of the same sources."""
@@ -67,14 +73,7 @@ def cpu_tag() -> str:
 
 
 def _cflags() -> list[str]:
-    # -ffp-contract=off: no implicit FMAs, so results equal the torch reference bit for bit
-    # (explicit fmaf calls stay, and with -march=native they become one instruction).
-    flags = ["-O3", "-ffp-contract=off"]
-    if _tune_for_host():
-        flags.append("-march=native")
-    if sys.platform != "darwin":
-        flags.append("-fopenmp")
-    return flags
+    return cxx_flags(tune_for_host=_tune_for_host(), openmp=sys.platform != "darwin")
 
 
 def _ldflags() -> list[str]:
@@ -97,7 +96,7 @@ def build_or_import(verbose: bool = False) -> types.ModuleType:
     """The native extension module; raises RuntimeError saying why when there is none."""
     src = find_source_dir()
     if src is None:
-        raise RuntimeError("the C++ sources of the native ops are not installed (no cuda/ folder)")
+        raise RuntimeError("the C++ sources of the native ops are not installed (no switchnerf/csrc folder)")
     digest = source_hash(src)
     prebuilt = _import_prebuilt(digest)
     if prebuilt is not None:
@@ -129,7 +128,7 @@ def build_or_import(verbose: bool = False) -> types.ModuleType:
                 name=name,
                 sources=[str(p) for p in files],
                 extra_cflags=_cflags() + defines,
-                extra_cuda_cflags=["-O3", *defines] if with_cuda else None,
+                extra_cuda_cflags=[*CUDA_FLAGS, *defines] if with_cuda else None,
                 extra_ldflags=_ldflags(),
                 extra_include_paths=[str(src)],
                 build_directory=str(build_dir),

@@ -1,11 +1,17 @@
-"""The native ops (C++/OpenMP on CPU, CUDA where built), loaded on first use.
+"""The native ops (C++/OpenMP on CPU, CUDA where built): a leaf package.
+
+Per op, a Python wrapper with its argument checks and its pure-torch twin (the test
+oracle): :mod:`.hash_encode` (twin :mod:`.hash_encode_torch`, level layout
+:mod:`.hash_levels`), :mod:`.march`, :mod:`.render_weights`, :mod:`.mlp`. Their C++/CUDA
+sources are ``switchnerf/csrc`` (per op a header, host checks, CPU kernel, CUDA kernel
+where there is one). Nothing here imports another switchnerf package but ``errors``.
 
 One loader for every native op:
 
 * ``SWITCHNERF_BACKEND=native``: the native ops or a clear error (:class:`NativeUnavailableError`);
 * ``SWITCHNERF_BACKEND=torch``: never load them; callers use the pure-torch references;
 * unset or ``auto``: the native ops when they load (prebuilt, or JIT-built once and cached
-  on disk, see :mod:`switchnerf.native._loader`), else the torch references with one warning.
+  on disk, see :mod:`switchnerf.ops._loader`), else the torch references with one warning.
 
 Nothing is built or loaded at import time.
 
@@ -25,8 +31,6 @@ from switchnerf.errors import SwitchNerfError
 __all__ = [
     "NativeUnavailableError",
     "backend_name",
-    "fused_march_rays",
-    "fused_render_weights",
     "load_native",
     "native_available",
 ]
@@ -51,7 +55,7 @@ def _requested() -> str:
 @functools.lru_cache(maxsize=1)
 def _build() -> tuple[types.ModuleType | None, str]:
     """Build or import the extension once per process: (module, "") or (None, why not)."""
-    from switchnerf.native._loader import build_or_import
+    from switchnerf.ops._loader import build_or_import
 
     try:
         return build_or_import(), ""
@@ -113,7 +117,7 @@ def backend_name() -> str:
 def __getattr__(name: str):
     # The op wrappers import torch and the render package; load them on first access.
     if name in ("fused_render_weights", "fused_march_rays"):
-        from switchnerf.native import _render
+        from switchnerf.ops import _render
 
         return getattr(_render, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from switchnerf.encoding.levels import LevelTable
+from switchnerf.ops.hash_levels import LevelTable
 
 PRIMES = (1, 2654435761, 805459861)
 """tcnn's coherent prime hash factors for dimensions x, y, z."""

@@ -43,7 +43,7 @@ def _fusable(mlp: nn.Sequential, x: torch.Tensor) -> bool:
         return False
     if first.weight.dtype != torch.float32 or last.weight.dtype != torch.float32:
         return False
-    from switchnerf.native import native_available
+    from switchnerf.ops import native_available
 
     return native_available()
 
@@ -53,7 +53,7 @@ def _fused_forward(mlp: nn.Sequential, x: torch.Tensor, w1: torch.Tensor,
                    index: torch.Tensor | None = None) -> torch.Tensor:
     """The native ``mlp_forward`` with ``mlp``'s biases and second layer, first-layer weight
     ``w1`` [H, I] (all of ``mlp[0]``'s, or the columns that multiply ``x``)."""
-    from switchnerf.native import load_native
+    from switchnerf.ops import load_native
 
     first, last = mlp[0], mlp[2]
     return load_native().mlp_forward(

@@ -19,12 +19,12 @@ import torch
 
 from switchnerf.errors import SwitchNerfError
 from switchnerf.io_utils import write_json_atomic
-from switchnerf.render.camera_path import CameraPath
-from switchnerf.render.frames_dir import FramesDir
 from switchnerf.render.palette import EXPERT_PALETTE, colorize_depth, colorize_experts
-from switchnerf.render.paths import PathCamera
 from switchnerf.render.volume import RENDER_CHUNK, render_image_rays
 from switchnerf.scene.types import RayBatch, pixel_rays
+from switchnerf.video.camera_path import CameraPath
+from switchnerf.video.frames_dir import FramesDir
+from switchnerf.video.paths import PathCamera
 
 OUTPUTS = ("rgb", "depth", "experts", "opacity")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
@@ -234,8 +234,8 @@ def render_video(run, path: CameraPath, out_path: Path, *, outputs=("rgb",),
 def render_demo_video(run_dir: Path, out_path: Path, *, device="cpu", seconds: float = 4.0,
                       fps: int = 12, width: int = 160, height: int = 120) -> Path:
     """The demo's short orbit video: rgb | depth | experts side by side."""
-    from switchnerf.render.paths import orbit_geometry, orbit_keyframes
     from switchnerf.train.run import load_run
+    from switchnerf.video.paths import orbit_geometry, orbit_keyframes
 
     run = load_run(run_dir, device=device)
     n = round(seconds * fps)

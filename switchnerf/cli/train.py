@@ -5,19 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
-
+from switchnerf.cli.common import resolve_device
 from switchnerf.errors import SwitchNerfError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SwitchNerfError(f"--device: {name!r} requested but no CUDA GPU is available")
-    return name
 
 
 def register(sub) -> None:
@@ -73,11 +64,11 @@ def cmd_train(args) -> int:
     cfg = _resolve_config(args)
     if args.resume and args.max_steps is not None:
         cfg.train.max_steps = args.max_steps
-    trainer = Trainer(cfg, Path(args.scene), args.output, device=_device(args.device),
+    trainer = Trainer(cfg, Path(args.scene), args.output, device=resolve_device(args.device),
                       resume=args.resume, store_dir=args.store)
     viewer = None
     if args.viewer:
-        from switchnerf.viewer_cli import start_training_viewer
+        from switchnerf.cli.view import start_training_viewer
 
         viewer = start_training_viewer(trainer, port=args.port)
     try:
@@ -113,7 +104,7 @@ def run_eval(run_dir: Path, *, checkpoint="latest", device="cpu") -> dict:
 
 
 def cmd_eval(args) -> int:
-    result = run_eval(args.run, checkpoint=args.checkpoint, device=_device(args.device))
+    result = run_eval(args.run, checkpoint=args.checkpoint, device=resolve_device(args.device))
     lp = "null" if result["lpips"] is None else f"{result['lpips']:.4f}"
     print(f"eval ({result['protocol']}, {len(result['images'])} images, step {result['step']}): "
           f"PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}  LPIPS {lp}")
@@ -128,7 +119,7 @@ def cmd_demo(args) -> int:
     from switchnerf.train.trainer import Trainer, prepare_run_dir
 
     t0 = time.perf_counter()
-    device = _device(args.device)
+    device = resolve_device(args.device)
     scene_path = Path(args.scene)
     print(f"[demo] scene {scene_path}")
     ensure_synth_scene(scene_path)
@@ -147,7 +138,7 @@ def cmd_demo(args) -> int:
     t_eval = time.perf_counter() - t0 - t_scene - t_train
     print(f"[demo] held-out PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} "
           f"({result['protocol']}, {len(result['images'])} images)")
-    from switchnerf.render.video_job import render_demo_video
+    from switchnerf.video.video_job import render_demo_video
 
     video = render_demo_video(run_dir, Path(args.output) / "orbit.mp4", device=device)
     total = time.perf_counter() - t0

@@ -4,7 +4,7 @@
 renders in the run's world frame (z up, world units): ``--altitude`` is a world z,
 ``--tilt`` the angle below horizontal at which orbit and spiral cameras look at the scene
 centre (box centre at ground altitude). Camera path files: see
-``switchnerf.render.camera_path_io`` (nerfstudio camera paths and switchnerf keyframes).
+``switchnerf.video.camera_path_io`` (nerfstudio camera paths and switchnerf keyframes).
 """
 
 from __future__ import annotations
@@ -72,16 +72,13 @@ def register(sub) -> None:
     r.add_argument("--device", default="auto", help="cpu, cuda or auto")
     r.set_defaults(func=cmd_render)
 
-    from switchnerf.export.commands import register as register_export
-
-    register_export(sub)
 
 
 def build_path(args, scene):
     """The ``CameraPath`` the render arguments ask for (validated)."""
-    from switchnerf.render.camera_path import CameraPath
-    from switchnerf.render.camera_path_io import load_camera_path
-    from switchnerf.render.paths import (
+    from switchnerf.video.camera_path import CameraPath
+    from switchnerf.video.camera_path_io import load_camera_path
+    from switchnerf.video.paths import (
         orbit_geometry,
         orbit_keyframes,
         spiral_keyframes,
@@ -127,10 +124,10 @@ def build_path(args, scene):
 
 
 def cmd_render(args) -> int:
-    from switchnerf.render.camera_path_io import save_camera_path
-    from switchnerf.render.video_job import OUTPUTS, check_video_request, render_video
-    from switchnerf.train.commands import _device
+    from switchnerf.cli.common import resolve_device
     from switchnerf.train.run import load_run
+    from switchnerf.video.camera_path_io import save_camera_path
+    from switchnerf.video.video_job import OUTPUTS, check_video_request, render_video
 
     kind = args.path
     if kind not in PATH_KINDS and not kind.lower().endswith(".json"):
@@ -148,10 +145,10 @@ def cmd_render(args) -> int:
     if args.keyframes < 1:
         raise SwitchNerfError(f"--keyframes: must be >= 1, got {args.keyframes}")
     if kind not in PATH_KINDS:  # a malformed file fails before the model is loaded
-        from switchnerf.render.camera_path_io import load_camera_path
+        from switchnerf.video.camera_path_io import load_camera_path
 
         load_camera_path(kind)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     run = load_run(args.run, device=device, which=args.checkpoint)
     path = build_path(args, run.scene)
     check_video_request(path, outputs, args.output)

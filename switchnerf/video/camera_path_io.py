@@ -36,8 +36,8 @@ import numpy as np
 
 from switchnerf.errors import SwitchNerfError, input_error
 from switchnerf.io_utils import write_json_atomic
-from switchnerf.render.camera_path import INTERPOLATIONS, CameraPath
-from switchnerf.render.paths import Keyframe
+from switchnerf.video.camera_path import INTERPOLATIONS, CameraPath
+from switchnerf.video.paths import Keyframe
 
 __all__ = ["FORMAT", "camera_path_to_dict", "load_camera_path", "parse_camera_path",
            "save_camera_path"]

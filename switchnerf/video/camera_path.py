@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from switchnerf.errors import SwitchNerfError
-from switchnerf.render import quaternion as quat
-from switchnerf.render.paths import Keyframe, PathCamera, intrinsics_from_fov
+from switchnerf.video import quaternion as quat
+from switchnerf.video.paths import Keyframe, PathCamera, intrinsics_from_fov
 
 __all__ = ["INTERPOLATIONS", "CameraPath", "Keyframe"]
 

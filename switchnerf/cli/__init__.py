@@ -1,4 +1,5 @@
-"""The ``switchnerf`` command line.
+"""The ``switchnerf`` command line: every command lives in this package (one module per
+group: scene, train/eval/demo, view, render, export); nothing else imports it.
 
 Expected mistakes (bad input, missing files, config typos) print one line and exit with
 code 2; Ctrl-C exits with 130.
@@ -18,13 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="City-scale NeRF as a heterogeneous mixture of hash experts (Switch-NeRF++).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    from switchnerf.render.cli import register as register_render
-    from switchnerf.scene.cli import register as register_scene
-    from switchnerf.train.commands import register as register_train
-    from switchnerf.viewer_cli import register as register_view
+    from switchnerf.cli import export, render, scene, train, view
 
-    for register in (register_scene, register_train, register_view, register_render):
-        register(sub)
+    for command in (scene, train, view, render, export):
+        command.register(sub)
     return parser
 
 

@@ -48,10 +48,10 @@ def _suffix(path: Path, suffix: str) -> None:
 
 
 def _load(args):
-    from switchnerf.train.commands import _device
+    from switchnerf.cli.common import resolve_device
     from switchnerf.train.run import load_run
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     return load_run(args.run, device=device, which=args.checkpoint), device
 
 

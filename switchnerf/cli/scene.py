@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     synth.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     synth.set_defaults(func=cmd_synth)
 
-    from switchnerf.scene.store_commands import add_partition_parser, add_prepare_parser
+    from switchnerf.cli.scene_store import add_partition_parser, add_prepare_parser
 
     add_prepare_parser(sub)
     add_partition_parser(sub)

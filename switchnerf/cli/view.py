@@ -30,11 +30,11 @@ def register(sub) -> None:
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from switchnerf.train.commands import _device
+    from switchnerf.cli.common import resolve_device
     from switchnerf.train.run import load_run
     from switchnerf.viewer import ViewerServer
 
-    run = load_run(args.run, device=_device(args.device), which=args.checkpoint)
+    run = load_run(args.run, device=resolve_device(args.device), which=args.checkpoint)
     viewer = ViewerServer(run, host=args.host, port=args.port, run_dir=run.run_dir,
                           max_side=args.resolution)
     print(f"viewer: {viewer.url}  (run {run.run_dir}, step {run.step}; Ctrl-C to stop)",
