@@ -78,3 +78,31 @@ def test_cuda_encoding_matches_reference(native_cuda, n_experts, n_points):
         (g_ref,) = torch.autograd.grad(ref, t_ref, grad)
         (g_nat,) = torch.autograd.grad(out, t_nat, grad)
         torch.testing.assert_close(g_nat, g_ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+@needs_gpu
+def test_cuda_encoding_gives_out_of_range_experts_zero_features_without_a_sync(native_cuda):
+    """On CUDA the host does not read expert ids (no synchronisation per call): an id outside
+    [0, E) gets zero features and no gradient; valid points are unaffected."""
+    from switchnerf.ops.hash_encode import fused_hash_encode
+    from switchnerf.ops.hash_encode_torch import hash_encode_reference
+    from switchnerf.ops.hash_levels import GridSpec, LevelTable
+
+    gen = torch.Generator().manual_seed(7)
+    specs = [GridSpec(4, 10, max_resolution=64.0), GridSpec(4, 10, max_resolution=128.0)]
+    levels = LevelTable.for_experts(specs, n_levels=4, n_features=2).to("cuda")
+    x = torch.rand(64, 3, generator=gen).cuda()
+    eid = torch.randint(0, 2, (64,), generator=gen).cuda()
+    bad = torch.zeros(64, dtype=torch.bool, device="cuda")
+    bad[::5] = True
+    eid_bad = torch.where(bad, torch.full_like(eid, 5), eid)
+    table = (torch.rand(levels.n_rows, 2, generator=gen) * 2 - 1).cuda().requires_grad_()
+    out = fused_hash_encode(x, table, eid_bad, levels)
+    assert torch.all(out[bad] == 0)
+    ref = hash_encode_reference(x[~bad], table.detach(), eid[~bad], levels)
+    torch.testing.assert_close(out[~bad], ref, rtol=1e-5, atol=1e-6)
+    (g,) = torch.autograd.grad(out[bad].sum() * 0 + out[~bad].sum(), table)
+    (g_ref,) = torch.autograd.grad(
+        hash_encode_reference(x[~bad], table, eid[~bad], levels).sum(), table)
+    torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-4)

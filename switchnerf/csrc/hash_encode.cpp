@@ -53,7 +53,10 @@ Checked check_inputs(const char* op, const at::Tensor& x,
     const at::Tensor& id = *expert_id;
     check_tensor(id, op, "expert_id", at::kLong, 1, dev);
     check_size(id, op, "expert_id", 0, N, "one grid index per point of x");
-    if (N > 0) {
+    // Value checks read the data on the host: on CPU only. A CUDA call never synchronises
+    // with the host here; its kernels give an out-of-range expert id zero features and no
+    // gradient instead.
+    if (N > 0 && dev.is_cpu()) {
       const auto [lo, hi] = at::aminmax(id);
       const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
       TORCH_CHECK(lo_v >= 0 && hi_v < E, op, ": expert_id holds values in [", lo_v, ", ", hi_v,
@@ -61,9 +64,12 @@ Checked check_inputs(const char* op, const at::Tensor& x,
     }
     a.expert_id = id.data_ptr<int64_t>();
   }
-  if (E * L > 0) {
-    // Level metadata is tiny; check it on the host (a copy when it lives on the GPU).
-    const at::Tensor res_c = resolution.cpu(), size_c = size.cpu(), off_c = offset.cpu();
+  if (E * L > 0 && dev.is_cpu()) {
+    // Level metadata is tiny; check it where it lives. On CUDA it is not copied back (that
+    // would synchronise every call): its invariants hold by construction of the LevelTable.
+    const at::Tensor& res_c = resolution;
+    const at::Tensor& size_c = size;
+    const at::Tensor& off_c = offset;
     const int32_t* r = res_c.data_ptr<int32_t>();
     const int32_t* s = size_c.data_ptr<int32_t>();
     const int64_t* o = off_c.data_ptr<int64_t>();

@@ -22,8 +22,14 @@ struct DeviceLevel {
   int64_t offset;
 };
 
-__device__ inline DeviceLevel device_level(const HashEncodeArgs& a, int64_t i, int64_t l) {
+// The expert of point i, or -1 when its id is outside [0, n_grids) (the host does not check
+// ids on CUDA, to avoid a synchronisation per call).
+__device__ inline int64_t device_expert(const HashEncodeArgs& a, int64_t i) {
   const int64_t e = a.expert_id ? a.expert_id[i] : 0;
+  return (e >= 0 && e < a.n_grids) ? e : -1;
+}
+
+__device__ inline DeviceLevel device_level(const HashEncodeArgs& a, int64_t e, int64_t l) {
   const int64_t k = e * a.n_levels + l;
   return DeviceLevel{a.scale[k], uint32_t(a.resolution[k]), uint32_t(a.size[k]), a.offset[k]};
 }
@@ -66,7 +72,14 @@ __global__ void forward_kernel(const HashEncodeArgs a, float* __restrict__ out) 
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t l = blockIdx.y;
   if (i >= a.n_points) return;
-  const DeviceLevel lv = device_level(a, i, l);
+  float* o = out + i * a.n_levels * F + l * F;
+  const int64_t e = device_expert(a, i);
+  if (e < 0) {
+#pragma unroll
+    for (int f = 0; f < F; ++f) o[f] = 0.0f;
+    return;
+  }
+  const DeviceLevel lv = device_level(a, e, l);
   int64_t rows[8];
   float w[8];
   device_corners(lv, a.x + 3 * i, rows, w);
@@ -79,7 +92,6 @@ __global__ void forward_kernel(const HashEncodeArgs a, float* __restrict__ out) 
 #pragma unroll
     for (int f = 0; f < F; ++f) acc[f] = __fmaf_rn(w[c], __ldg(row + f), acc[f]);
   }
-  float* o = out + i * a.n_levels * F + l * F;
 #pragma unroll
   for (int f = 0; f < F; ++f) o[f] = acc[f];
 }
@@ -90,7 +102,9 @@ __global__ void backward_kernel(const HashEncodeArgs a, const float* __restrict_
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t l = blockIdx.y;
   if (i >= a.n_points) return;
-  const DeviceLevel lv = device_level(a, i, l);
+  const int64_t e = device_expert(a, i);
+  if (e < 0) return;
+  const DeviceLevel lv = device_level(a, e, l);
   int64_t rows[8];
   float w[8];
   device_corners(lv, a.x + 3 * i, rows, w);
