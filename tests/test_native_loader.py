@@ -23,8 +23,10 @@ def test_sources_found_and_hash_stable():
     src = _sources.find_source_dir()
     assert src is not None and (src / "bindings.cpp").is_file()
     names = {p.name for p in _sources.source_files(src)}
-    assert {"bindings.cpp", "hash_encode_cpu.cpp", "hash_encode_cuda.cu", "march.cpp",
-            "composite.cpp"} <= names
+    # One op = header, host checks, CPU kernel (and CUDA kernel where there is one).
+    for op in ("hash_encode", "march", "render_weights", "mlp"):
+        assert {f"{op}.h", f"{op}.cpp", f"{op}_cpu.cpp"} <= names, op
+    assert {"bindings.cpp", "hash_encode_cuda.cu"} <= names
     assert _sources.source_hash(src) == _sources.source_hash(src)
     assert len(_sources.source_hash(src)) == 16
 

@@ -24,7 +24,7 @@ at::Tensor hash_encode_backward(const at::Tensor& grad_out, const at::Tensor& x,
                                 const at::Tensor& size, const at::Tensor& offset,
                                 int64_t n_rows, int64_t n_features);
 
-// Packed compositing (composite.cpp), CPU. Samples of a ray are contiguous and rays
+// Packed volume-rendering weights (render_weights.cpp), CPU. Samples of a ray are contiguous and rays
 // appear in ascending order. Returns (weights, transmittance, alphas), each [S].
 std::tuple<at::Tensor, at::Tensor, at::Tensor> render_weights_forward(
     const at::Tensor& t_starts, const at::Tensor& t_ends, const at::Tensor& sigmas,
