@@ -93,7 +93,7 @@ def ensure_bigcity() -> None:
 
 
 def bench_stream(store, cams, batch_size: int, n_batches: int,
-                 rays_in_prefetch: bool | None = None, workers: int | None = None) -> dict:
+                 rays_in_prefetch: bool = True, workers: int | None = None) -> dict:
     from switchnerf.scene.store_reader import DEFAULT_WORKERS, RayStream
 
     workers = DEFAULT_WORKERS if workers is None else workers
@@ -156,7 +156,7 @@ def main() -> int:
     write_peak = peak_rss_bytes()
     reset_peak_rss()
     stream = bench_stream(store, cams, args.batch_size, args.batches,
-                          False if args.rays_in_consumer else None, args.workers)
+                          not args.rays_in_consumer, args.workers)
     stream_peak = peak_rss_bytes()
     result = {
         "scene": str(args.scene), "images": len(cams), "rays": store.n_records,

@@ -95,18 +95,6 @@ def test_occupied_lookup_and_outside_points():
     assert grid.occupied(pts).tolist() == [True, True, False, False, False, True]
 
 
-def test_mark_invisible_cells_are_never_sampled_or_occupied():
-    grid = OccupancyGrid(4)
-    visible = torch.ones(4, 4, 4, dtype=torch.bool)
-    visible[0] = False
-    grid.mark_invisible(visible)
-    seen = []
-    grid.update(lambda p: (seen.append(p), torch.ones(p.shape[0]))[1], step=0, step_size=1.0)
-    assert bool((torch.cat(seen)[:, 0] >= 0.25).all())
-    assert not bool(grid.binary[0].any()) and bool(grid.binary[1:].all())
-    assert bool((grid.density.view(4, 4, 4)[0] == -1).all())
-
-
 def test_state_dict_round_trip_and_to():
     grid = OccupancyGrid(RES)
     grid.update(_box_density(3.0), step=0, step_size=0.1)

@@ -1,12 +1,11 @@
-"""Frames and bounds: the DRB conversion, altitude clipping, estimated boxes, descriptors."""
+"""Frames and bounds: the DRB conversion, estimated boxes, descriptors."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from _scene_data import content_points, source_frame, to_source, world_cameras, write_colmap
 
-from switchnerf.scene import clip_rays_to_altitude, estimate_bounds, load_scene
+from switchnerf.scene import estimate_bounds, load_scene
 from switchnerf.scene.frames import DRB_TO_WORLD, estimate_up
 from switchnerf.scene.meganerf import altitude_m_to_world
 
@@ -22,19 +21,6 @@ def test_drb_to_world_hand_case():
     np.testing.assert_allclose(
         altitude_m_to_world([8.0, 50.0], np.array([-30.0, 0, 0]), 100.0), (-0.8, -0.38)
     )
-
-
-def test_clip_rays_to_altitude_hand_case():
-    o = torch.tensor([[0.0, 0.0, 10.0], [0.0, 0.0, 4.0], [0.0, 0.0, 10.0], [0.0, 0.0, -1.0]])
-    d = torch.tensor([[0.0, 0.6, -0.8], [0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [0.0, 0.0, -1.0]])
-    near, far = clip_rays_to_altitude(o, d, 0.1, 100.0, (0.0, 6.0))
-    # from above, going down: near at the top plane (4 / 0.8), far at the ground (10 / 0.8)
-    # inside the slab going down: near kept, far at the ground; going up: both kept;
-    # below the ground: both kept
-    np.testing.assert_allclose(near.numpy(), [5.0, 0.1, 0.1, 0.1], atol=1e-6)
-    np.testing.assert_allclose(far.numpy(), [12.5, 4.0, 100.0, 100.0], atol=1e-6)
-    near, far = clip_rays_to_altitude(o[:1], d[:1], 0.1, 2.0, (0.0, 6.0))  # far below near -> near
-    assert far.item() >= near.item() == 5.0
 
 
 def test_estimated_box_contains_content(tmp_path):

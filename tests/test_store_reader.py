@@ -78,6 +78,7 @@ def test_rays_on_consumer_side_match(built):
             torch.testing.assert_close(x.directions, y.directions)
             torch.testing.assert_close(x.rgb, y.rgb)
             assert torch.equal(x.image_index, y.image_index)
+            assert torch.equal(x.near, y.near) and torch.equal(x.far, y.far)
 
 
 def test_deterministic_and_reshuffled_per_epoch(built):
@@ -135,17 +136,6 @@ def test_cell_view(built):
         assert sorted(got) == sorted(store_keys(store, cams, cell))
     with pytest.raises(ValueError):
         RayStream(store, cams, batch_size=8, cell=2)
-
-
-def test_near_far_fn(built):
-    _, store, cams = built
-
-    def nf(o, d, img):
-        return torch.full_like(o[:, 0], 2.0), o[:, 2] * 0 + img.to(torch.float32)
-
-    with RayStream(store, cams, batch_size=16, near_far_fn=nf) as s:
-        b = next(s)
-    assert (b.near == 2).all() and torch.equal(b.far, b.image_index.to(torch.float32))
 
 
 def _stream_threads() -> list:

@@ -9,6 +9,7 @@ from switchnerf.config import GridConfig
 from switchnerf.encoding import HashGrid
 from switchnerf.moe.routing import top1
 from switchnerf.ops.mlp import apply_mlp, make_mlp
+from switchnerf.scene.partition import GridPartition
 
 
 class GateOutput:
@@ -80,17 +81,17 @@ class HashGate(nn.Module):
 class FixedCellRouter(nn.Module):
     """Hand-crafted decomposition baseline: expert = ground cell (rows x cols) of the point.
 
-    Cells tile the unit square of (x, y); cell index = row * cols + col. Gate value is 1.
+    ``cells`` is ``GridPartition.unit_square(grid)``: cells tile the unit square of (x, y),
+    cell index = row * cols + col (``switchnerf.scene.partition``). Gate value is 1.
     """
 
     def __init__(self, grid: tuple[int, int]):
         super().__init__()
-        self.rows, self.cols = grid
-        self.n_experts = self.rows * self.cols
+        self.cells = GridPartition.unit_square(grid)
+        self.rows, self.cols = self.cells.grid
+        self.n_experts = self.cells.n_cells
 
     def forward(self, x: torch.Tensor) -> GateOutput:
-        col = (x[:, 0] * self.cols).floor().clamp(0, self.cols - 1).long()
-        row = (x[:, 1] * self.rows).floor().clamp(0, self.rows - 1).long()
-        expert_id = row * self.cols + col
+        expert_id = self.cells.cell_of(x)  # [M] int64
         probs = torch.nn.functional.one_hot(expert_id, self.n_experts).float()
         return GateOutput(probs, expert_id, torch.ones_like(x[:, 0]))

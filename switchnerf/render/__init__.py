@@ -1,7 +1,8 @@
 """Sampler and compositor: occupancy grid, ray marching, packed volume rendering, palettes.
 
 Everything works in the field's unit-cube frame with t in world units (see
-``sampler.py``); semantics follow nerfacc 0.5, in plain torch on every device.
+``sampler.py``); semantics follow nerfacc 0.5. The kernels are those of
+:mod:`switchnerf.ops` (native CPU ops where built, nerfacc on CUDA, else their torch twins).
 """
 
 from .composite import (

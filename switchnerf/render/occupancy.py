@@ -9,17 +9,17 @@ Cell (i, j, k) of a resolution (R0, R1, R2) grid covers
 State (all buffers, so ``state_dict`` round-trips and ``.to(device)`` moves it):
 
 - ``density`` float32 [R0*R1*R2]: per cell, an exponential moving average of the largest
-  density (per world unit) seen in the cell; -1 marks a cell no camera sees (never
-  sampled, never occupied);
+  density (per world unit) sampled in the cell (>= 0);
 - ``binary`` bool [R0, R1, R2]: occupied cells;
 - ``resolution`` int64 [3].
 
 Update rule (nerfacc 0.5 ``OccGridEstimator._update``), with ``step_size`` the render step
 in world units: cells are ``occupied`` when their estimated opacity
-``density * step_size`` exceeds ``min(threshold, mean(density * step_size over seen
-cells))``. Unlike nerfacc, the grid stores densities (not ``density * step_size``), the new
-value of a cell sampled several times in one update is the max of its samples (nerfacc
-keeps an arbitrary one), and negative densities from ``density_fn`` are clamped to 0.
+``density * step_size`` exceeds ``min(threshold, mean(density * step_size))``. Unlike
+nerfacc, the grid stores densities (not ``density * step_size``), the new value of a cell
+sampled several times in one update is the max of its samples (nerfacc keeps an arbitrary
+one), negative densities from ``density_fn`` are clamped to 0, and no cell is marked
+invisible (nerfacc's -1 for cells no camera sees): every cell is sampled.
 """
 
 from __future__ import annotations
@@ -93,26 +93,14 @@ class OccupancyGrid(nn.Module):
         return float(self.binary.float().mean())
 
     # state --------------------------------------------------------------------------------
-    @torch.no_grad()
-    def mark_invisible(self, visible: Tensor) -> None:
-        """Mark cells that no camera sees (``visible`` bool [R0, R1, R2] False) with density
-        -1 so they are never sampled or occupied; cells marked visible keep (or, if they were
-        marked before, reset to 0) their density. Call once before training."""
-        vis = visible.reshape(-1).to(self.density.device)
-        self.density.copy_(torch.where(vis, self.density.clamp(min=0), torch.full_like(
-            self.density, -1.0)))
-        self.binary &= vis.view(self.res)
-
     def _cells_to_sample(self, step: int, warmup_steps: int,
                          generator: torch.Generator | None) -> Tensor:
         """Flat cell ids int64 [K] to re-estimate (may repeat)."""
         dev = self.density.device
-        seen = self.density >= 0  # [C]
         if step < warmup_steps:
-            return torch.nonzero(seen)[:, 0]
+            return torch.arange(self.n_cells, device=dev)
         n = self.n_cells // 4
         uniform = torch.randint(self.n_cells, (n,), device=dev, generator=generator)
-        uniform = uniform[seen[uniform]]
         occ = torch.nonzero(self.binary.reshape(-1))[:, 0]
         if occ.numel() > n:
             occ = occ[torch.randint(occ.numel(), (n,), device=dev, generator=generator)]
@@ -127,11 +115,10 @@ class OccupancyGrid(nn.Module):
 
         Args:
             density_fn: points_unit float32 [M, 3] -> density per world unit [M] (or [M, 1]).
-            step: training step. Before ``warmup_steps`` every seen cell is sampled; after,
+            step: training step. Before ``warmup_steps`` every cell is sampled; after,
                 ``C // 4`` uniformly random cells plus up to ``C // 4`` random occupied ones.
             step_size: render step in world units; a cell is occupied when
-                ``density * step_size > min(threshold, mean(density * step_size))`` (the mean
-                over cells with density >= 0).
+                ``density * step_size > min(threshold, mean(density * step_size))``.
             decay: EMA decay: a sampled cell becomes ``max(decay * density, new)`` with
                 ``new`` the max of ``density_fn`` over its jittered samples; unsampled cells
                 keep their value.
@@ -156,10 +143,9 @@ class OccupancyGrid(nn.Module):
 
     @torch.no_grad()
     def binarize(self, *, step_size: float, threshold: float = 0.01) -> None:
-        """``binary = density * step_size > min(threshold, mean over seen cells)``."""
+        """``binary = density * step_size > min(threshold, mean(density * step_size))``."""
         opacity = self.density * step_size  # [C]
-        seen = self.density >= 0
-        mean = opacity[seen].mean() if bool(seen.any()) else opacity.new_zeros(())
+        mean = opacity.mean()
         thre = torch.clamp(mean, max=threshold)
         self.binary.copy_((opacity > thre).view(self.res))
 

@@ -16,12 +16,11 @@ _EXPORTS = {
     "ensure_synth_scene": "switchnerf.scene.load",
     "read_descriptor": "switchnerf.scene.descriptor",
     "SceneDescriptor": "switchnerf.scene.descriptor",
-    "clip_rays_to_altitude": "switchnerf.scene.bounds",
     "estimate_bounds": "switchnerf.scene.bounds",
     "Scene": "switchnerf.scene.types",
     "ImageRecord": "switchnerf.scene.types",
     "RayBatch": "switchnerf.scene.types",
-    "pixel_rays": "switchnerf.scene.types",
+    "pixel_rays": "switchnerf.scene.rays",
 }
 
 __all__ = [  # noqa: RUF022 - grouped as _EXPORTS
@@ -30,7 +29,6 @@ __all__ = [  # noqa: RUF022 - grouped as _EXPORTS
     "ensure_synth_scene",
     "read_descriptor",
     "SceneDescriptor",
-    "clip_rays_to_altitude",
     "estimate_bounds",
     "Scene",
     "ImageRecord",

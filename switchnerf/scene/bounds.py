@@ -1,5 +1,4 @@
-"""Scene bounds: the foreground box and the altitude slab, given or estimated, and the
-Mega-NeRF clipping of ray bounds to the altitude slab.
+"""Scene bounds: the foreground box and the altitude slab, given or estimated.
 
 All in the internal world frame (z up) and world units.
 """
@@ -7,42 +6,8 @@ All in the internal world frame (z up) and world units.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 MAX_PAIR_CAMERAS = 256  # cameras used for the pairwise look-at estimate (strided subset)
-
-
-def clip_rays_to_altitude(
-    origins: torch.Tensor, dirs: torch.Tensor, near, far, altitude_range: tuple[float, float]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clip near/far to the slab ``ground_z <= z <= top_z``, as Mega-NeRF does in DRB.
-
-    origins, dirs: [N, 3] (dirs unit length, so t is a distance); near, far: floats or
-    [N]; altitude_range: (ground_z, top_z). A ray that starts above the top plane and goes
-    down gets ``near`` = its distance to the top plane; one that starts above the ground
-    plane and goes down gets ``far`` = its distance to the ground plane; then
-    ``far = max(far, near)``. Other rays keep their bounds. Returns near, far: [N].
-
-    >>> o = torch.tensor([[0.0, 0.0, 10.0]]); d = torch.tensor([[0.0, 0.6, -0.8]])
-    >>> clip_rays_to_altitude(o, d, 0.1, 100.0, (0.0, 6.0))
-    (tensor([5.]), tensor([12.5000]))
-    """
-    ground, top = float(altitude_range[0]), float(altitude_range[1])
-    if not ground < top:
-        raise ValueError(
-            f"altitude_range must be (ground, top) with ground < top, got {altitude_range}"
-        )
-    n = origins.shape[0]
-    near = torch.as_tensor(near, dtype=origins.dtype, device=origins.device).expand(n).clone()
-    far = torch.as_tensor(far, dtype=origins.dtype, device=origins.device).expand(n).clone()
-    oz, dz = origins[:, 2], dirs[:, 2]
-    down = dz < 0
-    safe_dz = torch.where(down, dz, torch.full_like(dz, -1.0))
-    above_top = down & (oz > top)
-    near = torch.where(above_top, (oz - top) / -safe_dz, near)
-    above_ground = down & (oz > ground)
-    far = torch.where(above_ground, (oz - ground) / -safe_dz, far)
-    return near, torch.maximum(far, near)
 
 
 def look_at_points(c2ws: np.ndarray, min_angle_deg: float = 10.0) -> np.ndarray:

@@ -4,10 +4,9 @@ Global image index: all train images first (in ``Scene.images("train")`` order),
 val images. The same index is stored in the ray store and is the appearance-embedding
 index the trainer uses.
 
-Rays follow the scene convention (``switchnerf.scene.types.pixel_rays``): world frame z up,
-OpenGL camera axes, pixel ``pixel_index = row * W + col`` with its centre at
-``(col + 0.5, row + 0.5)``, camera-frame direction
-``((col + 0.5 - cx) / fx, -(row + 0.5 - cy) / fy, -1)`` rotated by ``c2w`` and normalised.
+Rays are those of :mod:`switchnerf.scene.rays` (world frame z up, OpenGL camera axes,
+pixel centres at +0.5) for the pixel ``pixel_index = row * W + col``, evaluated in float32
+from the per-image table of ``rays.pack_cameras``.
 """
 
 from __future__ import annotations
@@ -17,14 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from switchnerf.scene.rays import pack_cameras, packed_rays
 from switchnerf.scene.types import SPLITS, Scene
-
-# Columns of the packed per-image table used by ``CameraTable.rays`` (one gather per batch):
-# camera x axis (R[:, 0]), camera y axis (R[:, 1]), minus camera z axis (-R[:, 2]), centre,
-# and the affine maps col -> x = col / fx + (0.5 - cx) / fx, row -> y = -row / fy + (cy - 0.5) / fy.
-_RX, _RY, _RZN, _T = slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 12)
-_AX, _BX, _AY, _BY = 12, 13, 14, 15
-_PACKED_WIDTH = 16
 
 
 @dataclass
@@ -60,15 +53,7 @@ class CameraTable:
                                  f"expected [{k}]")
         if len(self.split) != k:
             raise ValueError(f"split has {len(self.split)} entries, expected {k}")
-        packed = torch.zeros(k, _PACKED_WIDTH, dtype=torch.float64, device=self.c2w.device)
-        rot = self.c2w[:, :3, :3].to(torch.float64)
-        packed[:, _RX], packed[:, _RY], packed[:, _RZN] = rot[:, :, 0], rot[:, :, 1], -rot[:, :, 2]
-        packed[:, _T] = self.c2w[:, :3, 3].to(torch.float64)
-        fx, fy = self.fx.to(torch.float64), self.fy.to(torch.float64)
-        packed[:, _AX], packed[:, _BX] = 1.0 / fx, (0.5 - self.cx.to(torch.float64)) / fx
-        packed[:, _AY], packed[:, _BY] = -1.0 / fy, (self.cy.to(torch.float64) - 0.5) / fy
-        packed = packed.to(torch.float32)
-        self._packed = packed  # float32 [K, 16]
+        self.packed = pack_cameras(self.c2w, self.fx, self.fy, self.cx, self.cy)  # f32 [K, 16]
         self._width_i64 = self.width.to(torch.int64)
 
     @classmethod
@@ -121,15 +106,4 @@ class CameraTable:
         unit directions, float32 [N, 3], world frame. Equals
         ``scene.rays_for_image(split, i)[pixel_index]`` up to float32 rounding.
         """
-        img = image_index.to(torch.int64)
-        pix = pixel_index.to(torch.int64)
-        cam = self._packed.index_select(0, img)  # [N, 16]
-        w = self._width_i64.index_select(0, img)  # [N]
-        row = torch.div(pix, w, rounding_mode="floor")
-        col = (pix - row * w).to(torch.float32)
-        x = torch.addcmul(cam[:, _BX], col, cam[:, _AX])[:, None]  # [N, 1] camera-frame x
-        y = torch.addcmul(cam[:, _BY], row.to(torch.float32), cam[:, _AY])[:, None]
-        dirs = torch.addcmul(cam[:, _RZN], cam[:, _RX], x).addcmul_(cam[:, _RY], y)  # [N, 3]
-        dirs = dirs.mul_(torch.rsqrt((dirs * dirs).sum(-1, keepdim=True)))
-        origins = cam[:, _T].contiguous()  # [N, 3]
-        return origins, dirs
+        return packed_rays(self.packed, self._width_i64, image_index, pixel_index)

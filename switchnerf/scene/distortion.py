@@ -15,7 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from switchnerf.scene.types import Undistortion
+from switchnerf.scene.rays import image_to_camera
+from switchnerf.scene.records import Undistortion
+
+
+def normalised(px, py, fx: float, fy: float, cx: float, cy: float):
+    """Normalised coordinates (x, y) of image point (px, py), OpenCV axes (y down): the
+    scene's camera-frame direction (``rays.image_to_camera``) with y flipped."""
+    x, y = image_to_camera(px, py, fx, fy, cx, cy)
+    return x, -y
 
 
 def distort(x: np.ndarray, y: np.ndarray, u: Undistortion) -> tuple[np.ndarray, np.ndarray]:
@@ -32,8 +40,8 @@ def undistort_points(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Invert :func:`distort` by fixed-point iteration: x <- (x_d - tangential(x)) / radial(x).
 
-    Converges for the moderate distortion of real lenses inside the image; the residual
-    ``distort(x) - x_d`` is typically < 1e-10 after a few tens of iterations.
+    Converges for the moderate distortion of real lenses inside the image; stops after
+    ``iterations`` steps or once a step moves x and y by less than ``tol``.
     """
     x, y = np.array(xd, dtype=np.float64), np.array(yd, dtype=np.float64)
     for _ in range(iterations):
@@ -66,7 +74,7 @@ def pinhole_for(u: Undistortion, samples: int = 64) -> tuple[float, float, float
         "bottom": (t * w, np.full_like(t, h)),
     }
     und = {
-        k: undistort_points((px - u.cx) / u.fx, (py - u.cy) / u.fy, u)
+        k: undistort_points(*normalised(px, py, u.fx, u.fy, u.cx, u.cy), u)
         for k, (px, py) in edges.items()
     }
     x0, x1 = float(np.max(und["left"][0])), float(np.min(und["right"][0]))
@@ -91,7 +99,7 @@ def undistort_image(
     j, i = np.meshgrid(
         np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64), indexing="ij"
     )
-    xd, yd = distort((i + 0.5 - cx) / fx, (j + 0.5 - cy) / fy, u)
+    xd, yd = distort(*normalised(i + 0.5, j + 0.5, fx, fy, cx, cy), u)
     return bilinear_sample(src, xd * u.fx + u.cx - 0.5, yd * u.fy + u.cy - 0.5)
 
 

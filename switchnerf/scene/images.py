@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from switchnerf.errors import input_error
-from switchnerf.scene.types import ImageRecord
+from switchnerf.scene.records import ImageRecord
 
 IMAGE_SUFFIXES = (
     ".png",

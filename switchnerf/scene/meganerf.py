@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from switchnerf.errors import input_error
-from switchnerf.scene.bounds import clip_rays_to_altitude, estimate_bounds
+from switchnerf.scene.bounds import estimate_bounds
 from switchnerf.scene.frames import (
     DRB_TO_WORLD,
     check_matrix,
@@ -34,7 +34,7 @@ from switchnerf.scene.frames import (
 from switchnerf.scene.images import find_by_stem
 from switchnerf.scene.types import SPLITS, ImageRecord, Scene
 
-__all__ = ["altitude_m_to_world", "clip_rays_to_altitude", "load_pt", "read_meganerf"]
+__all__ = ["altitude_m_to_world", "load_pt", "read_meganerf"]
 
 
 def load_pt(path: Path) -> dict:

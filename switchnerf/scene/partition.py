@@ -1,10 +1,17 @@
-"""Mega-NeRF-style spatial partition in the internal z-up frame.
+"""Spatial partitions in the internal z-up frame: the one definition of a ground cell.
 
-A grid of ``rows x cols`` centroids covers the xy extent of the camera centres, at a ground
-altitude z. A ray belongs to cell j when, over S samples between its near and far bounds,
+:class:`GridPartition` is the cell of a point: ``rows x cols`` equal rectangles tiling an
+xy rectangle, index ``j = row * cols + col`` with rows along y and columns along x; z is
+ignored, and points outside the rectangle take the nearest border cell. The fixed-grid
+router uses it on the unit square of the model's box (``GridPartition.unit_square``), the
+scene partition on the camera extent (``Partition.cells``), and the viewer draws its borders.
+
+:class:`Partition` is Mega-NeRF's partition of rays: a grid of ``rows x cols`` centroids at
+the centres of the cells of the xy extent of the camera centres, at a ground altitude z. A
+ray belongs to cell j when, over S samples between its near and far bounds,
 ``min_s dist(p_s, c_j) / min_k dist(p_s, c_k) <= margin`` (REFERENCE.md §3,
-``create_cluster_masks``, default margin 1.15 and S = 1000). Cells overlap near their borders.
-Cell index ``j = row * cols + col``; rows run along world y, columns along world x.
+``create_cluster_masks``, default margin 1.15 and S = 1000). Cells overlap near their
+borders; with margin 1 a point's cell is its nearest centroid, which is its grid cell.
 """
 
 from __future__ import annotations
@@ -24,13 +31,108 @@ DEFAULT_MARGIN = 1.15
 DEFAULT_SAMPLES = 1000
 
 
+@dataclass(frozen=True)
+class GridPartition:
+    """``rows x cols`` equal cells tiling the xy rectangle ``[lo, hi]`` (module docstring).
+
+    grid: (rows, cols); lo, hi: (x, y) corners, in the frame of the points given to
+    :meth:`cell_of` (world units, or the unit square of the encodings); z: the altitude
+    where :meth:`borders` draws the cells (it plays no part in :meth:`cell_of`).
+    """
+
+    grid: tuple[int, int]
+    lo: tuple[float, float]
+    hi: tuple[float, float]
+    z: float = 0.0
+
+    def __post_init__(self) -> None:
+        grid = (int(self.grid[0]), int(self.grid[1]))
+        if grid[0] < 1 or grid[1] < 1:
+            raise ValueError(f"grid {grid} must be at least 1x1")
+        lo = (float(self.lo[0]), float(self.lo[1]))
+        hi = (float(self.hi[0]), float(self.hi[1]))
+        if not (hi[0] >= lo[0] and hi[1] >= lo[1]):
+            raise ValueError(f"cell rectangle lo {lo} must not exceed hi {hi}")
+        object.__setattr__(self, "grid", grid)
+        object.__setattr__(self, "lo", lo)
+        object.__setattr__(self, "hi", hi)
+        object.__setattr__(self, "z", float(self.z))
+
+    @classmethod
+    def unit_square(cls, grid: tuple[int, int]) -> GridPartition:
+        """Cells tiling the unit square [0, 1]^2 (the fixed-grid router's cells)."""
+        return cls(grid, (0.0, 0.0), (1.0, 1.0))
+
+    @property
+    def n_cells(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def in_box(self, lo, hi, z: float = 0.0) -> GridPartition:
+        """These cells, given in the unit square of a box, in the box's own frame.
+
+        lo, hi: the box's (x, y, ...) corners; a unit-square point u is the box point
+        ``lo + u (hi - lo)`` (so ``u = (p - lo) / (hi - lo)``, the encodings' map).
+        """
+        def to_box(u: tuple[float, float]) -> tuple[float, float]:  # exact at u = 0 and 1
+            return tuple(float(lo[a]) * (1.0 - u[a]) + float(hi[a]) * u[a] for a in range(2))
+
+        return GridPartition(self.grid, to_box(self.lo), to_box(self.hi), z)
+
+    def _index(self, x: torch.Tensor, axis: int, n: int) -> torch.Tensor:
+        """floor(n (x - lo) / (hi - lo)) clamped to [0, n - 1] (0 for an empty extent)."""
+        lo, extent = self.lo[axis], self.hi[axis] - self.lo[axis]
+        if not extent > 0:
+            return torch.zeros(x.shape, dtype=torch.int64, device=x.device)
+        u = x if lo == 0.0 else x - lo
+        u = u if extent == 1.0 else u / extent
+        return (u * n).floor().clamp(0, n - 1).long()
+
+    def cell_of(self, points):
+        """Cell index int64 [...] of points [..., >= 2] (x, y; further coordinates ignored).
+
+        ``row * cols + col`` with ``col = clamp(floor(cols (x - lo_x) / (hi_x - lo_x)), 0,
+        cols - 1)`` and ``row`` the same along y. A torch tensor gives a tensor (same
+        device), a numpy array an array.
+
+        >>> GridPartition((2, 3), (0.0, 0.0), (3.0, 2.0)).cell_of(np.array([[2.5, 0.5], [0.5, 1.5]]))
+        array([2, 3])
+        """
+        if not isinstance(points, torch.Tensor):
+            return self.cell_of(torch.from_numpy(np.asarray(points))).numpy()
+        rows, cols = self.grid
+        col = self._index(points[..., 0], 0, cols)
+        row = self._index(points[..., 1], 1, rows)
+        return row * cols + col
+
+    def centres(self) -> np.ndarray:
+        """Cell centres, float64 [C, 2] (x, y), in cell-index order."""
+        rows, cols = self.grid
+        lo, hi = np.asarray(self.lo, dtype=np.float64), np.asarray(self.hi, dtype=np.float64)
+        step = (hi - lo) / np.array([cols, rows])
+        r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        x = lo[0] + (c.reshape(-1) + 0.5) * step[0]
+        y = lo[1] + (r.reshape(-1) + 0.5) * step[1]
+        return np.stack([x, y], -1)
+
+    def borders(self) -> np.ndarray:
+        """Cell borders at altitude ``z``: float32 [cols + rows + 2, 2, 3] line segments, the
+        cols + 1 lines of constant x, then the rows + 1 lines of constant y."""
+        rows, cols = self.grid
+        (x0, y0), (x1, y1), z = self.lo, self.hi, self.z
+        xs = np.linspace(x0, x1, cols + 1)
+        ys = np.linspace(y0, y1, rows + 1)
+        segs = [[[x, y0, z], [x, y1, z]] for x in xs] + [[[x0, y, z], [x1, y, z]] for y in ys]
+        return np.asarray(segs, dtype=np.float32)
+
+
 @dataclass
 class Partition:
     """Cell centroids and the rule that assigns rays to cells.
 
-    centroids: float64 [C, 3] world frame, C = rows * cols, index ``row * cols + col``;
-    grid: (rows, cols); margin: distance-ratio threshold (>= 1); bbox: float64 [2, 3], the
-    (min, max) corners of the region the grid covers (camera xy extent, z = ground).
+    centroids: float64 [C, 3] world frame, C = rows * cols, index ``row * cols + col``, at
+    the centres of :attr:`cells` (as :func:`make_partition` places them); grid: (rows,
+    cols); margin: distance-ratio threshold (>= 1); bbox: float64 [2, 3], the (min, max)
+    corners of the region the grid covers (camera xy extent, z = ground).
     """
 
     centroids: np.ndarray
@@ -52,6 +154,15 @@ class Partition:
     @property
     def n_cells(self) -> int:
         return self.centroids.shape[0]
+
+    @property
+    def cells(self) -> GridPartition:
+        """The grid cells over ``bbox``'s xy rectangle, at its ground altitude."""
+        return GridPartition(self.grid, self.bbox[0, :2], self.bbox[1, :2], self.bbox[0, 2])
+
+    def cell_of(self, points):
+        """Cell index int64 [...] of world points [..., 3]: ``cells.cell_of(points)``."""
+        return self.cells.cell_of(points)
 
     def to_dict(self) -> dict:
         return {"grid": list(self.grid), "margin": float(self.margin),
@@ -85,7 +196,8 @@ def camera_centres(scene: Scene) -> np.ndarray:
 
 def make_partition(scene: Scene, grid: tuple[int, int] | None = None, *,
                    margin: float = DEFAULT_MARGIN, ground_z: float | None = None) -> Partition:
-    """Grid centroids at the centres of ``grid`` equal cells over the camera xy extent.
+    """Centroids at the centres of the ``grid`` cells (:class:`GridPartition`) of the camera
+    xy extent.
 
     grid: (rows, cols), default ``scene.partition_grid``; ground_z: altitude of the
     centroids in world units, default the scene's ground (``altitude_range[0]``).
@@ -96,11 +208,8 @@ def make_partition(scene: Scene, grid: tuple[int, int] | None = None, *,
     if centres.shape[0] == 0:
         raise ValueError(f"scene {scene.name!r} has no cameras to partition")
     lo, hi = centres[:, :2].min(0), centres[:, :2].max(0)
-    step = (hi - lo) / np.array([cols, rows])
-    r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    cx = lo[0] + (c.reshape(-1) + 0.5) * step[0]
-    cy = lo[1] + (r.reshape(-1) + 0.5) * step[1]
-    centroids = np.stack([cx, cy, np.full_like(cx, z)], -1)  # [C, 3]
+    xy = GridPartition((rows, cols), lo, hi, z).centres()  # [C, 2]
+    centroids = np.concatenate([xy, np.full((xy.shape[0], 1), z)], -1)  # [C, 3]
     bbox = np.array([[lo[0], lo[1], z], [hi[0], hi[1], z]])
     return Partition(centroids, (rows, cols), margin, bbox)
 

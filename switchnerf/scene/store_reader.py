@@ -7,7 +7,7 @@ restricted to the records of ``cell`` when given, permuted by ``default_rng([see
 Rank views are therefore disjoint and together cover every record once per epoch.
 
 Background workers (threads) load and prepare the next shards (``store_shards``:
-memory-mapped read, slicing, filtering, permutation, and on CPU the ray generation) while the
+memory-mapped read, slicing, filtering, permutation, and the ray generation) while the
 current one is consumed. With several workers, shards are prepared in parallel and delivered
 in the order above: the batches do not depend on the number of workers. Memory:
 ``max(prefetch, workers) + 1`` prepared shards.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Self
 
@@ -28,33 +27,30 @@ from switchnerf.scene.store import RayStore
 from switchnerf.scene.store_shards import ShardSource, shard_order
 from switchnerf.scene.types import RayBatch
 
-__all__ = ["DEFAULT_WORKERS", "NearFarFn", "RayStream", "shard_order"]
+__all__ = ["DEFAULT_WORKERS", "RayStream", "shard_order"]
 
-NearFarFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 THREAD_NAME = "switchnerf-raystream"  # prefix of the workers' thread names
 DEFAULT_WORKERS = 2  # they only work while fewer than max(prefetch, workers) shards wait
 
 
 class RayStream:
-    """Iterate shuffled training rays of a store as ``RayBatch``es on ``device``.
+    """Iterate shuffled training rays of a store as CPU ``RayBatch``es.
 
     batch_size: rays per batch (with ``loop=False`` the last batch of the epoch may be
     shorter; with ``loop=True`` batches run on across epochs, always full). cell: only rays
     whose cell bit is set (store built with a partition). rank, world_size: this process's
-    share (see module docstring). near_far_fn(origins, directions, image_index) -> near, far
-    float32 [N]; default: the camera table's per-image near/far. Batch tensors: origins,
-    directions, rgb float32 [N, 3] (rgb in [0, 1]), near, far float32 [N], image_index
-    int64 [N] (global image index). prefetch: prepared shards queued ahead; workers: threads
-    preparing shards in parallel (same batches whatever their number). rays_in_prefetch:
-    generate rays in the workers (default: on CPU) rather than per batch on ``device``.
-    Use as a context manager or call ``close()``.
+    share (see module docstring). Batch tensors: origins, directions, rgb float32 [N, 3]
+    (rgb in [0, 1]), near, far float32 [N] (the camera table's per-image bounds),
+    image_index int64 [N] (global image index). prefetch: prepared shards queued ahead;
+    workers: threads preparing shards in parallel (same batches whatever their number).
+    rays_in_prefetch: generate rays in the workers (default) rather than per batch in the
+    consuming thread. Use as a context manager or call ``close()``.
     """
 
     def __init__(self, store: RayStore, camera_table: CameraTable, *, batch_size: int,
-                 device="cpu", cell: int | None = None, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, loop: bool = True, near_far_fn: NearFarFn | None = None,
-                 prefetch: int = 2, workers: int = DEFAULT_WORKERS,
-                 rays_in_prefetch: bool | None = None):
+                 cell: int | None = None, rank: int = 0, world_size: int = 1,
+                 seed: int = 0, loop: bool = True, prefetch: int = 2,
+                 workers: int = DEFAULT_WORKERS, rays_in_prefetch: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -70,18 +66,13 @@ class RayStream:
             raise ValueError(f"{store.root}: no records for rank {rank}/{world_size}"
                              + (f", cell {cell}" if cell is not None else ""))
         self.store, self.batch_size, self.loop = store, int(batch_size), loop
-        self.device = torch.device(device)
         self.cell, self.rank, self.world_size, self.seed = cell, rank, world_size, seed
-        self.near_far_fn = near_far_fn
         self.prefetch = max(1, int(prefetch))
         self.workers = max(1, int(workers))
-        if rays_in_prefetch is None:
-            rays_in_prefetch = self.device.type == "cpu"
         self._src = ShardSource(store, camera_table, seed=seed, rank=rank,
                                 world_size=world_size, cell=cell,
-                                rays_in_prefetch=rays_in_prefetch,
-                                with_near_far=near_far_fn is None)
-        self._cams_dev = None if rays_in_prefetch else camera_table.to(self.device)
+                                rays_in_prefetch=rays_in_prefetch)
+        self._cams = camera_table
         self._pos = (0, 0, 0)  # (epoch, shard position, offset) of the next record
         self._pool: ThreadPoolExecutor | None = None
         self._pending: deque[tuple[int, int, Future]] = deque()  # in delivery order
@@ -179,23 +170,14 @@ class RayStream:
             self._pos = (epoch, pos + 1, 0)
 
     def _batch(self, cols: dict[str, torch.Tensor]) -> RayBatch:
-        dev = self.device
-        img = cols["image_index"].to(dev, non_blocking=True)
+        img = cols["image_index"]
         if "origins" in cols:
-            origins = cols["origins"].to(dev, non_blocking=True)
-            dirs = cols["directions"].to(dev, non_blocking=True)
-            rgb = cols["rgb"].to(dev, non_blocking=True)
-            if self.near_far_fn is None:
-                near = cols["near"].to(dev, non_blocking=True)
-                far = cols["far"].to(dev, non_blocking=True)
+            origins, dirs, rgb = cols["origins"], cols["directions"], cols["rgb"]
+            near, far = cols["near"], cols["far"]
         else:
-            pix = cols["pixel_index"].to(dev, non_blocking=True)
-            origins, dirs = self._cams_dev.rays(img, pix)
-            rgb = cols["rgb"].to(dev, non_blocking=True).to(torch.float32) / 255.0
-            if self.near_far_fn is None:
-                near, far = self._cams_dev.near[img], self._cams_dev.far[img]
-        if self.near_far_fn is not None:
-            near, far = self.near_far_fn(origins, dirs, img)
+            origins, dirs = self._cams.rays(img, cols["pixel_index"])
+            rgb = cols["rgb"].to(torch.float32) / 255.0
+            near, far = self._cams.near[img], self._cams.far[img]
         return RayBatch(origins=origins, directions=dirs, near=near, far=far, rgb=rgb,
                         image_index=img)
 

@@ -2,13 +2,13 @@
 
 A *unit* is what the stream yields from position ``pos`` of epoch ``e``'s shard order (see
 ``store_reader``): this rank's slice of the shard, restricted to a cell, permuted, decoded
-into columns and, on CPU, turned into rays. ``ShardSource.unit(e, pos)`` is a pure function
+into columns and (with ``rays_in_prefetch``) turned into rays. ``ShardSource.unit(e, pos)`` is a pure function
 of ``(e, pos)``, so workers computing units in parallel deliver the same data in any number.
 
 The work is numpy over whole arrays (ray generation in chunks of ``_CHUNK``): numpy releases
 the GIL in these loops and starts no thread team, so workers run beside each other and beside
 a consumer using torch. (Torch ops over more elements than its grain size would each start an
-intra-op thread team; on a busy 2-core machine that synchronisation costs more than the op.)
+intra-op thread team, whose synchronisation on a busy machine can cost more than the op.)
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ import numpy as np
 import torch
 
 from switchnerf.scene.cameras import CameraTable
+from switchnerf.scene.rays import AX, AY, BX, BY, RX, RY, RZN, T
 from switchnerf.scene.store import RayStore
 
 _CHUNK = 8192  # rays generated per step: the working set stays in cache
 _INV255 = np.float32(1.0 / 255.0)
-# Columns of RayTable.table: camera x axis, camera y axis, minus camera z axis, centre, and
-# the affine maps col -> x = col * AX + BX, row -> y = row * AY + BY (as CameraTable.rays).
-_RX, _RY, _RZN, _T = slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 12)
-_AX, _BX, _AY, _BY = 12, 13, 14, 15
 
 
 def shard_order(seed: int, epoch: int, n_shards: int) -> np.ndarray:
@@ -33,20 +30,12 @@ def shard_order(seed: int, epoch: int, n_shards: int) -> np.ndarray:
 
 
 class RayTable:
-    """``CameraTable.rays`` in numpy: per-image constants as one float32 table [K, 16];
-    rays equal the camera table's up to float32 rounding."""
+    """The numpy twin of ``rays.packed_rays`` (``CameraTable.rays``), on the camera table's
+    own packed constants (float32 [K, 16], ``rays.pack_cameras``); rays equal the camera
+    table's up to float32 rounding."""
 
     def __init__(self, cams: CameraTable):
-        def f64(t: torch.Tensor) -> np.ndarray:
-            return t.detach().cpu().to(torch.float64).numpy()
-
-        c2w, fx, fy, cx, cy = (f64(t) for t in (cams.c2w, cams.fx, cams.fy, cams.cx, cams.cy))
-        t = np.zeros((len(cams), 16), dtype=np.float64)
-        t[:, _RX], t[:, _RY], t[:, _RZN] = c2w[:, :3, 0], c2w[:, :3, 1], -c2w[:, :3, 2]
-        t[:, _T] = c2w[:, :3, 3]
-        t[:, _AX], t[:, _BX] = 1.0 / fx, (0.5 - cx) / fx
-        t[:, _AY], t[:, _BY] = -1.0 / fy, (cy - 0.5) / fy
-        self.table = t.astype(np.float32)
+        self.table = cams.packed.detach().cpu().numpy()  # float32 [K, 16]
         self.width = cams.width.cpu().numpy().astype(np.int32)  # records hold int32 pixels
         self.near = cams.near.cpu().numpy().astype(np.float32)
         self.far = cams.far.cpu().numpy().astype(np.float32)
@@ -55,20 +44,20 @@ class RayTable:
                   directions: np.ndarray) -> None:
         """Write the rays of pixels (global image index, row-major pixel index: int [n])
         into origins and unit directions, float32 [n, 3]. Works one component at a time
-        on 1-D arrays (numpy's fast loops), as ``CameraTable.rays`` does per ray."""
+        on 1-D arrays (numpy's fast loops), as ``rays.packed_rays`` does per ray."""
         cam = self.table.take(img, axis=0)  # [n, 16]
         row, col = np.divmod(pix, self.width.take(img))
         x = col.astype(np.float32)
-        x *= cam[:, _AX]
-        x += cam[:, _BX]
+        x *= cam[:, AX]
+        x += cam[:, BX]
         y = row.astype(np.float32)
-        y *= cam[:, _AY]
-        y += cam[:, _BY]
+        y *= cam[:, AY]
+        y += cam[:, BY]
         d = []
         for j in range(3):  # RZN + RX * x + RY * y
-            t = cam[:, _RX.start + j] * x
-            t += cam[:, _RZN.start + j]
-            t += cam[:, _RY.start + j] * y
+            t = cam[:, RX.start + j] * x
+            t += cam[:, RZN.start + j]
+            t += cam[:, RY.start + j] * y
             d.append(t)
         inv = d[0] * d[0]
         inv += d[1] * d[1]
@@ -77,29 +66,28 @@ class RayTable:
         np.divide(1.0, inv, out=inv)
         for j in range(3):
             np.multiply(d[j], inv, out=directions[:, j])
-        origins[:] = cam[:, _T]
+        origins[:] = cam[:, T]
 
 
 class ShardSource:
     """Everything a worker needs to prepare units (no reference to the stream, so the
     stream can be garbage-collected while workers run).
 
-    rays_in_prefetch: units hold rays (else pixel indices for the consumer's device);
-    with_near_far: units also hold the camera table's per-image near and far.
+    rays_in_prefetch: units hold rays and their near and far bounds (else pixel indices
+    for the consumer).
     """
 
     def __init__(self, store: RayStore, cams: CameraTable, *, seed: int, rank: int,
-                 world_size: int, cell: int | None, rays_in_prefetch: bool,
-                 with_near_far: bool):
+                 world_size: int, cell: int | None, rays_in_prefetch: bool):
         self.store, self.seed = store, seed
         self.rank, self.world_size, self.cell = rank, world_size, cell
-        self.rays_in_prefetch, self.with_near_far = rays_in_prefetch, with_near_far
+        self.rays_in_prefetch = rays_in_prefetch
         self.table = RayTable(cams)
 
     def unit(self, epoch: int, pos: int) -> dict[str, torch.Tensor]:
         """The prepared records of position ``pos`` of ``epoch``'s shard order (CPU tensors):
         image_index int64 [n], and either pixel_index int64 [n] + rgb uint8 [n, 3], or
-        origins, directions float32 [n, 3], rgb float32 [n, 3] (+ near, far float32 [n])."""
+        origins, directions float32 [n, 3], rgb float32 [n, 3], near, far float32 [n]."""
         s = int(shard_order(self.seed, epoch, len(self.store.shards))[pos])
         mm = self.store.load_records(s)  # memory-mapped RECORD_DTYPE [n]
         n = mm.shape[0]
@@ -128,6 +116,5 @@ class ShardSource:
             sl = slice(c, c + _CHUNK)
             self.table.rays_into(img[sl], pix[sl], origins[sl], dirs[sl])
         out["rgb"] = np.multiply(rgb, _INV255, dtype=np.float32)
-        if self.with_near_far:
-            out["near"], out["far"] = self.table.near.take(img), self.table.far.take(img)
+        out["near"], out["far"] = self.table.near.take(img), self.table.far.take(img)
         return {k: torch.from_numpy(v) for k, v in out.items()}

@@ -8,6 +8,9 @@ Conventions (ARCHITECTURE.md, Scene):
   (i + 0.5, j + 0.5);
 - ``source_to_world`` is the 4x4 similarity that maps the source format's frame into the
   world frame (recorded so exports can go back).
+
+The per-image records live in :mod:`switchnerf.scene.records`, rays through pixels in
+:mod:`switchnerf.scene.rays` (both re-exported here).
 """
 
 from __future__ import annotations
@@ -18,51 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from switchnerf.scene.images import read_record_image
+from switchnerf.scene.rays import pixel_rays
+from switchnerf.scene.records import ImageRecord, Undistortion
+
+__all__ = ["SPLITS", "ImageRecord", "RayBatch", "Scene", "Undistortion", "pixel_rays"]
+
 SPLITS = ("train", "val")
-
-
-@dataclass(frozen=True)
-class Undistortion:
-    """How to make an ImageRecord's pinhole image from its distorted source image.
-
-    source_path: the original image; width, height: its size in pixels; fx, fy, cx, cy: the
-    source camera's intrinsics (pixels, centres at +0.5); k1, k2, k3, p1, p2: OpenCV-style
-    radial and tangential coefficients of normalised camera coordinates.
-    """
-
-    source_path: Path
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    k1: float = 0.0
-    k2: float = 0.0
-    k3: float = 0.0
-    p1: float = 0.0
-    p2: float = 0.0
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One posed image. ``c2w``: float64 [4, 4], world frame, OpenGL camera axes."""
-
-    index: int  # position in ``Scene.images(split)``
-    split: str
-    c2w: np.ndarray
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    width: int
-    height: int
-    image_path: Path
-    near: float = 0.0  # default ray bounds in world units (0 / inf: use the scene box)
-    far: float = float("inf")
-    # Set when ``image_path`` is an undistorted copy made on first use from a distorted
-    # source image (COLMAP / transforms.json cameras with lens distortion).
-    undistort: Undistortion | None = None
 
 
 @dataclass
@@ -99,23 +64,6 @@ class RayBatch:
                         cut(self.rgb), cut(self.image_index))
 
 
-def pixel_rays(c2w: np.ndarray, fx: float, fy: float, cx: float, cy: float,
-               width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rays through every pixel centre, row-major (row j, then column i).
-
-    Returns origins, directions: float32 [H*W, 3] in the world frame, directions unit.
-    Camera-frame direction of pixel (i, j): ((i + 0.5 - cx) / fx, -(j + 0.5 - cy) / fy, -1).
-    """
-    j, i = np.meshgrid(np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64),
-                       indexing="ij")
-    cam = np.stack([(i + 0.5 - cx) / fx, -(j + 0.5 - cy) / fy, -np.ones_like(i)], -1).reshape(-1, 3)
-    dirs = cam @ np.asarray(c2w, dtype=np.float64)[:3, :3].T
-    dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
-    origins = np.broadcast_to(np.asarray(c2w, dtype=np.float64)[:3, 3], dirs.shape)
-    return (torch.from_numpy(np.ascontiguousarray(origins, dtype=np.float32)),
-            torch.from_numpy(dirs.astype(np.float32)))
-
-
 @dataclass
 class Scene:
     """A posed image collection in the internal frame, plus its bounds.
@@ -150,18 +98,9 @@ class Scene:
         its record says. A distorted source (``record.undistort``) is undistorted on first
         use into a cache folder beside the model.
         """
-        from switchnerf.scene.images import read_record_image
-
         return read_record_image(self.images(split)[i])
 
     def rays_for_image(self, split: str, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Origins and unit directions, float32 [H*W, 3], row-major pixel order."""
         r = self.images(split)[i]
         return pixel_rays(r.c2w, r.fx, r.fy, r.cx, r.cy, r.width, r.height)
-
-    # world <-> unit cube of the encodings -------------------------------------------------
-    def to_unit_cube(self, points: torch.Tensor) -> torch.Tensor:
-        """Map world points [..., 3] to the box's unit cube [0, 1]^3 (outside: beyond)."""
-        lo = torch.as_tensor(self.bbox[0], dtype=points.dtype, device=points.device)
-        hi = torch.as_tensor(self.bbox[1], dtype=points.dtype, device=points.device)
-        return (points - lo) / (hi - lo)

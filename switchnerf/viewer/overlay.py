@@ -3,8 +3,9 @@
 - camera frustums of the training (dark) and validation (orange) images; clicking one
   shows its image, downscaled to ``THUMB_SIDE`` pixels on the longer side;
 - the foreground box (12 edges);
-- partition cells: ``partition.json`` beside the scene's ray store or partition folder,
-  else a grid from the config (``fixed_grid`` for fixed routing, else the scene's grid);
+- partition cells: for fixed routing the router's own cells (its unit-square grid over the
+  model's box); else ``partition.json`` beside the scene's ray store or partition folder,
+  else the scene's grid;
 - the expert-region point cloud: centres of occupied occupancy-grid cells (the densest
   cells when none is occupied yet), coloured by the expert ``field.route`` picks there.
 """
@@ -38,31 +39,33 @@ def box_edges(lo, hi) -> np.ndarray:
     return np.stack([corners[[i, j]] for i, j in edges]).astype(np.float32)
 
 
-def find_partition(scene, cfg):
-    """The scene's saved partition, else one made from the config's grid (never saved)."""
-    from switchnerf.scene.partition import Partition, make_partition
+def find_partition(scene, cfg, box=None):
+    """The cells the overlay draws: a ``GridPartition`` in the world frame.
 
+    For fixed routing, the router's cells (``GridPartition.unit_square(fixed_grid)``) over
+    ``box``, the model's ``BoxFrame``, at the scene's ground altitude: the cells the model
+    routes by. Otherwise the cells of the scene's saved partition, else of one made from
+    the scene's grid (never saved).
+    """
+    from switchnerf.scene.partition import GridPartition, Partition, make_partition
+
+    routing = cfg.model.routing
+    if routing.kind == "fixed":
+        if box is None:
+            raise ValueError("fixed routing: the router's cells need the model's box")
+        lo, hi = box.lo.detach().cpu().tolist(), box.hi.detach().cpu().tolist()
+        return GridPartition.unit_square(tuple(routing.fixed_grid)).in_box(
+            lo, hi, z=float(scene.altitude_range[0]))
     root = Path(scene.root) / ".switchnerf"
     for path in (root / "store" / "partition.json", root / "partition" / "partition.json"):
         if path.is_file():
-            return Partition.load(path)
-    routing = cfg.model.routing
-    grid = tuple(routing.fixed_grid) if routing.kind == "fixed" else tuple(scene.partition_grid)
-    return make_partition(scene, grid)
+            return Partition.load(path).cells
+    return make_partition(scene, tuple(scene.partition_grid)).cells
 
 
-def partition_lines(partition) -> np.ndarray:
-    """Cell borders of a grid partition at its ground altitude: float32 [K, 2, 3].
-
-    Cells of a regular centroid grid are the rectangles between the midlines of
-    neighbouring centroids, bounded by the partition's box.
-    """
-    rows, cols = partition.grid
-    (x0, y0, z), (x1, y1, _) = partition.bbox
-    xs = np.linspace(x0, x1, cols + 1)
-    ys = np.linspace(y0, y1, rows + 1)
-    segs = [[[x, y0, z], [x, y1, z]] for x in xs] + [[[x0, y, z], [x1, y, z]] for y in ys]
-    return np.asarray(segs, dtype=np.float32)
+def partition_lines(cells) -> np.ndarray:
+    """Cell borders of a ``GridPartition`` at its altitude: float32 [K, 2, 3]."""
+    return cells.borders()
 
 
 @torch.no_grad()
@@ -123,7 +126,7 @@ class SceneOverlay:
             thickness_units="screen")
         self.partition = None
         try:
-            part = find_partition(scene, model.cfg)
+            part = find_partition(scene, model.cfg, box=model.box)
         except (ValueError, OSError) as exc:  # no cameras, unreadable partition
             print(f"viewer: no partition overlay ({exc})")
         else:

@@ -4,7 +4,7 @@ One triangle mesh holds everything; per-triangle arrays say how to colour a hit:
 
 - ``kind``: GROUND (colour from :meth:`City.ground_color` at the hit's x, y), WALL, ROOF,
   FOLIAGE, TRUNK (colour = ``albedo``), FACADE (``albedo`` with a window grid in
-  ``window`` colour: ``window_bay`` m wide bays, ``window_floor`` m floors, windows about
+  ``window`` colour: ``bay`` m wide bays, ``floor`` m floors, windows about
   1-1.5 m, from ``base`` + one floor up to ``top`` - 1 m; along-wall coordinate measured
   from the building's min corner ``origin``).
 

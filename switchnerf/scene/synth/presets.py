@@ -2,7 +2,7 @@
 
 The city is a square of half-size ``half_extent`` centred on the origin of a z-up world,
 cut into blocks by a grid of roads. A block is *core* (tall buildings with window grids)
-when its centre is within ``core_radius`` of a core centre, *suburb* (low houses, trees)
+when its centre is within the radius of one of the ``cores``, *suburb* (low houses, trees)
 within ``suburb_radius`` of the origin, else *field* (coloured patches, tree clusters).
 """
 
@@ -41,7 +41,7 @@ class CityPreset:
 
 
 PRESETS: dict[str, CityPreset] = {
-    # CPU demo: 56 views (48 train, 8 val) at 200x150 over a 240 m square; seconds to make.
+    # CPU demo: 56 views (48 train, 8 val) at 200x150 over a 240 m square.
     "minicity": CityPreset(
         name="minicity",
         half_extent=120.0,

@@ -1,7 +1,7 @@
 """Offline rendering of the synthetic city with open3d ray casting.
 
-Rays are built here from the intrinsics and c2w (OpenGL axes, pixel centres at +0.5), not
-with ``create_rays_pinhole`` (REFERENCE.md §8). Shading: albedo x (ambient + sun x
+Rays are the scene's own (``switchnerf.scene.rays``: OpenGL axes, pixel centres at +0.5),
+not open3d's ``create_rays_pinhole`` (REFERENCE.md §8). Shading: albedo x (ambient + sun x
 max(0, n.s) x lit), where ``lit`` comes from a shadow ray towards the sun; rays that miss
 get a sky gradient by elevation. Each pixel averages ss x ss sub-pixel rays.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from switchnerf.scene.rays import pixel_rays_numpy
 from switchnerf.scene.synth.city import FACADE, GROUND, City
 
 AMBIENT = np.array([0.42, 0.45, 0.50], np.float32)
@@ -111,13 +112,6 @@ class CityRenderer:
         ss: int = 2,
     ) -> np.ndarray:
         """One image, uint8 [height, width, 3]; c2w [4, 4] OpenGL axes in the city frame."""
-        sub = (np.arange(ss) + 0.5) / ss
-        u = (np.arange(width)[:, None] + sub[None, :]).reshape(-1)  # [W*ss]
-        v = (np.arange(height)[:, None] + sub[None, :]).reshape(-1)  # [H*ss]
-        vv, uu = np.meshgrid(v, u, indexing="ij")
-        cam = np.stack([(uu - cx) / fx, -(vv - cy) / fy, -np.ones_like(uu)], -1).reshape(-1, 3)
-        dirs = (cam @ c2w[:3, :3].T).astype(np.float32)
-        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-        origins = np.broadcast_to(c2w[:3, 3].astype(np.float32), dirs.shape)
+        origins, dirs = pixel_rays_numpy(c2w, fx, fy, cx, cy, width, height, subsamples=ss)
         rgb = self.shade(origins, dirs).reshape(height, ss, width, ss, 3).mean(axis=(1, 3))
         return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
