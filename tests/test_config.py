@@ -1,5 +1,6 @@
 """Typed config: presets as overrides, unknown keys rejected by name."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,13 @@ def test_parse_set_nested():
 def test_fixed_grid_must_match_expert_count():
     with pytest.raises(SwitchNerfError, match="fixed_grid"):
         load_config(None, ["model.routing.kind=fixed", "model.routing.fixed_grid=[3, 3]"])
+
+
+def test_presets_resolve_to_recorded_values():
+    """Every preset resolves to the values recorded before the typed defaults were changed
+    (tests/data/presets_resolved.json): moving defaults must not move a preset."""
+    want = json.loads((Path(__file__).parent / "data" / "presets_resolved.json").read_text())
+    got = {p.stem: load_config(p).to_dict() for p in sorted(CONFIGS.glob("*.yaml"))}
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name] == want[name], name
