@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def cmd_train(args) -> int:
     prepare_run_dir(args.output, resume=args.resume, overwrite=args.overwrite)
     cfg = _resolve_config(args)
     if args.resume and args.max_steps is not None:
-        cfg.train.max_steps = args.max_steps
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=args.max_steps))
     trainer = Trainer(cfg, Path(args.scene), args.output, device=resolve_device(args.device),
                       resume=args.resume, store_dir=args.store)
     viewer = None
