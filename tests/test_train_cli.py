@@ -129,3 +129,22 @@ def test_demo_checks_its_config_before_deleting(tmp_path, capsys, monkeypatch):
                      "--set", "train.max_stepz=3"])
     assert code == 2 and "train.max_stepz" in capsys.readouterr().err
     assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize("preset", [None, "cpu-demo"])
+def test_train_reuses_the_store_scene_prepare_wrote(preset, tiny_scene, tmp_path,  # noqa: F811
+                                                    capsys):
+    """The README's `scene prepare SCENE` then `train --scene SCENE` (each with the same
+    --config) reads the prepared store instead of calling it stale and rebuilding it."""
+    store = tmp_path / "store"
+    config = ["--config", str(ROOT / "configs" / f"{preset}.yaml")] if preset else []
+    assert cli_main(["scene", "prepare", str(tiny_scene), "--out", str(store), *config]) == 0
+    manifest = store / "manifest.json"
+    built = (manifest.read_bytes(), manifest.stat().st_mtime_ns)
+    model = [s for s in TINY if not s.startswith("train.shard_rays")]
+    sets = [a for s in model + ["model.experts.n_experts=4"] for a in ("--set", s)]
+    code = cli_main(_train_args(tiny_scene, tmp_path / "run", store, *config, "--max-steps", "1",
+                                "--device", "cpu", *sets))
+    assert code == 0, capsys.readouterr().err
+    assert (manifest.read_bytes(), manifest.stat().st_mtime_ns) == built
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["max_steps"] == 1

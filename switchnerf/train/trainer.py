@@ -24,7 +24,7 @@ from switchnerf.moe.routing import balance_loss, expert_load
 from switchnerf.render.volume import render_rays, step_size
 from switchnerf.train.builder import build_model, build_optimizer, scene_and_cameras
 from switchnerf.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from switchnerf.train.evaluate import evaluate, uses_right_half_protocol
+from switchnerf.train.evaluate import evaluate
 from switchnerf.train.progress import TrainProgress
 from switchnerf.train.run import (
     RESUME_MAY_CHANGE,
@@ -95,13 +95,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _open_stream(self, store_dir: Path | None):
-        from switchnerf.scene.store import ensure_store
+        from switchnerf.scene.store import default_store_dir, ensure_store
         from switchnerf.scene.store_reader import RayStream
+        from switchnerf.train.ray_store import training_store_options
 
-        protocol = uses_right_half_protocol(self.scene, self.cfg)
-        store_dir = store_dir or Path(self.scene.root) / ".switchnerf" / "store"
-        store = ensure_store(self.scene, store_dir, shard_rays=self.cfg.train.shard_rays,
-                             seed=self.cfg.train.seed, val_left_halves=protocol,
+        store_dir = store_dir or default_store_dir(self.scene)
+        store = ensure_store(self.scene, store_dir, training_store_options(self.cfg, self.scene),
                              progress=self.progress_enabled)
         return RayStream(store, self.cams, batch_size=self.cfg.train.rays_per_step,
                          seed=self.cfg.train.seed)
