@@ -290,7 +290,7 @@ class OptimConfig(_Section):
 @dataclass(frozen=True)
 class TrainConfig(_Section):
     """The training loop, and the ray store it reads (``shard_rays``, ``seed`` and
-    ``val_left_halves`` also define the store: ``switchnerf.train.store_options``)."""
+    ``val_left_halves`` also define the store: ``switchnerf.train.ray_store``)."""
 
     rays_per_step: int = setting(8192, at_least(1))
     max_steps: int = setting(50000, at_least(1))
