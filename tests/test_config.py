@@ -55,8 +55,8 @@ def test_fixed_grid_must_match_expert_count():
 
 def test_presets_resolve_to_recorded_values():
     """Every preset resolves to the values recorded before the typed defaults were changed
-    (tests/data/presets_resolved.json): moving defaults must not move a preset."""
-    want = json.loads((Path(__file__).parent / "data" / "presets_resolved.json").read_text())
+    (tests/presets_resolved.json): moving defaults must not move a preset."""
+    want = json.loads((Path(__file__).parent / "presets_resolved.json").read_text())
     got = {p.stem: load_config(p).to_dict() for p in sorted(CONFIGS.glob("*.yaml"))}
     assert sorted(got) == sorted(want)
     for name in want:
