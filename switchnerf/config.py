@@ -1,16 +1,32 @@
-"""Typed configuration: one set of dataclass defaults, YAML presets as small overrides.
+"""Typed configuration: one set of frozen dataclass defaults, YAML presets as small overrides.
 
 A preset (``configs/*.yaml``) and ``--set key.sub=value`` overrides are merged into
 :class:`Config`. Unknown keys are an error that names the key and the file. Each component
 receives its own sub-config (``cfg.model``, ``cfg.sampler``, ...), never the whole tree.
+
+The defaults are the paper-scale Switch-NeRF++ settings (``configs/switchnerf++.yaml`` adds
+nothing to them). Every section is frozen: change a value with ``dataclasses.replace``
+(``replace(cfg, train=replace(cfg.train, max_steps=10))``), which checks it again. Each
+section checks its own fields when it is built (the checks sit next to the fields): a bad
+value raises :class:`ConfigFieldError`, and a preset or ``--set`` names the file and the
+dotted key.
+
+>>> cfg = load_config(None, ["train.max_steps=10"])
+>>> cfg.train.max_steps, cfg.train.rays_per_step
+(10, 8192)
+>>> load_config(None, ["train.log_every=0"])
+Traceback (most recent call last):
+switchnerf.errors.SwitchNerfError: --set: train.log_every: must be >= 1, got 0
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import functools
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,19 +38,138 @@ from switchnerf.errors import SwitchNerfError
 MAX_HASHMAP_SIZE = (1 << 31) - 1  # level sizes are int32 (switchnerf.ops.hash_levels)
 
 
-@dataclass
-class GridConfig:
+class ConfigFieldError(SwitchNerfError):
+    """A bad value of one field: ``key`` (dotted, relative to the section that raised it)
+    and ``reason``. Merging a preset or ``--set`` turns it into a SwitchNerfError naming the
+    file and the full dotted key."""
+
+    def __init__(self, section: str, key: str, reason: str):
+        super().__init__(f"{section}.{key}: {reason}")
+        self.key, self.reason = key, reason
+
+
+# ------------------------------------------------------------------------------ field checks
+
+Check = Callable[[Any], "str | None"]  # value -> reason it is wrong, or None
+
+
+def at_least(lo) -> Check:
+    return lambda v: None if v >= lo else f"must be >= {lo}, got {v}"
+
+
+def above(lo) -> Check:
+    return lambda v: None if v > lo else f"must be > {lo}, got {v}"
+
+
+def within(lo, hi) -> Check:
+    return lambda v: None if lo <= v <= hi else f"must be in [{lo}, {hi}], got {v}"
+
+
+def one_of(*choices) -> Check:
+    names = ", ".join(repr(c) for c in choices)
+    return lambda v: None if v in choices else f"expected one of {names}, got {v!r}"
+
+
+def each(check: Check) -> Check:
+    """Apply ``check`` to every item of a tuple value."""
+    return lambda v: next((r for r in map(check, v) if r is not None), None)
+
+
+def setting(default, *checks: Check):
+    """A field with a default and the checks its value must pass (``None`` is not checked:
+    whether a field may be None is said by its type)."""
+    return field(default=default, metadata={"checks": checks})
+
+
+@functools.cache
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as the annotated type (YAML int -> float, list -> tuple), else raise
+    ValueError with the reason."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0])
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ValueError(f"expected a list of {len(args)}, got {value!r}")
+        return tuple(_coerce(v, a) for v, a in zip(value, args))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, hint):
+            raise ValueError(f"expected a {hint.__name__}, got {value!r}")
+        return value
+    raise TypeError(f"config: no rule for type {hint!r}")
+
+
+class _Section:
+    """Base of every config section: after ``__init__`` (and ``dataclasses.replace``) each
+    field is coerced to its annotated type and passes the checks of its ``setting``; then
+    ``_check`` runs the checks that involve several fields."""
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            try:
+                value = _coerce(value, hints[f.name])
+            except ValueError as exc:
+                raise ConfigFieldError(name, f.name, str(exc)) from None
+            object.__setattr__(self, f.name, value)
+            if value is None:
+                continue
+            for check in f.metadata.get("checks", ()):
+                reason = check(value)
+                if reason is not None:
+                    raise ConfigFieldError(name, f.name, reason)
+        self._check()
+
+    def _check(self) -> None:
+        """Checks across fields; raise ``ConfigFieldError(type(self).__name__, key, reason)``."""
+
+
+# ------------------------------------------------------------------------------ sections
+
+HASH_FEATURES = one_of(1, 2, 4, 8)  # features per level the hash-encoding kernels take
+LOG2_HASHMAP = within(3, 31)
+
+
+@dataclass(frozen=True)
+class GridConfig(_Section):
     """A multiresolution hash grid (tiny-cuda-nn HashGrid keys, max instead of scale)."""
 
-    n_levels: int = 8
-    n_features_per_level: int = 2
-    log2_hashmap_size: int = 16
-    base_resolution: int = 16
-    max_resolution: int = 256
+    n_levels: int = setting(8, at_least(1))
+    n_features_per_level: int = setting(2, HASH_FEATURES)
+    log2_hashmap_size: int = setting(16, LOG2_HASHMAP)
+    base_resolution: int = setting(16, at_least(1))
+    max_resolution: int = setting(256, at_least(1))
 
 
-@dataclass
-class ExpertsConfig:
+@dataclass(frozen=True)
+class ExpertsConfig(_Section):
     """E heterogeneous hash-grid experts sharing levels x features (the output width).
 
     Expert e's finest resolution is spread geometrically from
@@ -49,112 +184,131 @@ class ExpertsConfig:
     ``switchnerf.ops.hash_levels.solve_hashmap_size``, checked by tests/test_presets_params.py).
     """
 
-    n_experts: int = 8
-    n_levels: int = 16
-    n_features_per_level: int = 2
-    log2_hashmap_size: int = 19
-    hashmap_size: int | None = None  # rows per hashed level; overrides log2_hashmap_size
-    base_resolution: int = 16
-    finest_resolution: int = 4096
-    coarsest_fraction: float = 0.125
+    n_experts: int = setting(8, at_least(1))
+    n_levels: int = setting(16, at_least(1))
+    n_features_per_level: int = setting(2, HASH_FEATURES)
+    log2_hashmap_size: int = setting(19, LOG2_HASHMAP)
+    # rows per hashed level; overrides log2_hashmap_size (null: 2 ** log2_hashmap_size)
+    hashmap_size: int | None = setting(None, within(8, MAX_HASHMAP_SIZE))
+    base_resolution: int = setting(16, at_least(1))
+    finest_resolution: int = setting(8192, at_least(1))
+    coarsest_fraction: float = setting(0.125, above(0.0))
 
 
-@dataclass
-class RoutingConfig:
+@dataclass(frozen=True)
+class RoutingConfig(_Section):
     """How points reach experts.
 
     kind: ``gate`` (learned hash-grid gate, Switch-NeRF++), ``fixed`` (expert = partition cell
     of the point's ground position, a hand-crafted decomposition baseline), ``single`` (no
     gate: every point goes to expert 0; with ``n_experts: 1`` this is a plain hash grid).
+    capacity_factor: the most points an expert takes per training batch, as a multiple of
+    an even share (training only; rendering never drops points).
     """
 
-    kind: str = "gate"
+    kind: str = setting("gate", one_of("gate", "fixed", "single"))
     gate: GridConfig = field(default_factory=GridConfig)
-    gate_hidden: int = 64
-    capacity_factor: float | None = None  # None: no dropping
-    balance_weight: float = 1e-3
-    fixed_grid: tuple[int, int] = (2, 4)  # rows x cols of cells for kind=fixed (= n_experts)
+    gate_hidden: int = setting(64, at_least(1))
+    capacity_factor: float | None = setting(None, above(0.0))  # None: no dropping
+    balance_weight: float = setting(1e-3, at_least(0.0))
+    # rows x cols of cells for kind=fixed (= n_experts)
+    fixed_grid: tuple[int, int] = setting((2, 4), each(at_least(1)))
 
 
-@dataclass
-class HeadConfig:
+@dataclass(frozen=True)
+class HeadConfig(_Section):
     """Shared head after the experts, and the colour network."""
 
-    hidden: int = 64
-    geo_features: int = 15
-    density_activation: str = "trunc_exp"  # or "softplus"
-    color_hidden: int = 64
-    color_layers: int = 2
-    sh_degree: int = 4
-    appearance_dim: int = 16  # 0 disables the per-image appearance embedding
+    hidden: int = setting(64, at_least(1))
+    geo_features: int = setting(15, at_least(0))
+    density_activation: str = setting("trunc_exp", one_of("trunc_exp", "softplus"))
+    color_hidden: int = setting(64, at_least(1))
+    color_layers: int = setting(2, at_least(0))
+    sh_degree: int = setting(4, within(1, 4))
+    appearance_dim: int = setting(16, at_least(0))  # 0 disables the per-image embedding
 
 
-@dataclass
-class BackgroundConfig:
+@dataclass(frozen=True)
+class BackgroundConfig(_Section):
     """Far field: a direction-conditioned sky/background colour outside the foreground box."""
 
     enabled: bool = True
-    sh_degree: int = 4
-    hidden: int = 32
+    sh_degree: int = setting(4, within(1, 4))
+    hidden: int = setting(32, at_least(1))
 
 
-@dataclass
-class ModelConfig:
+@dataclass(frozen=True)
+class ModelConfig(_Section):
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
 
+    def _check(self) -> None:
+        r, n = self.routing, self.experts.n_experts
+        if r.kind == "single" and n != 1:
+            raise ConfigFieldError("ModelConfig", "experts.n_experts",
+                                   f"routing kind 'single' needs 1 expert, got {n}")
+        cells = r.fixed_grid[0] * r.fixed_grid[1]
+        if r.kind == "fixed" and cells != n:
+            raise ConfigFieldError("ModelConfig", "routing.fixed_grid",
+                                   f"{list(r.fixed_grid)} has {cells} cells but "
+                                   f"model.experts.n_experts is {n}")
 
-@dataclass
-class SamplerConfig:
+
+@dataclass(frozen=True)
+class SamplerConfig(_Section):
     """Occupancy-grid ray marching."""
 
-    grid_resolution: int = 128
-    steps_per_diagonal: int = 1024  # march step = box diagonal / this
-    alpha_thre: float = 1e-3
-    early_stop_eps: float = 1e-4
-    occupancy_threshold: float = 0.01
-    update_every: int = 16
-    warmup_steps: int = 256
-    ema_decay: float = 0.95
-    max_samples_per_ray: int = 1024
+    grid_resolution: int = setting(128, at_least(1))
+    steps_per_diagonal: int = setting(1024, at_least(1))  # march step = box diagonal / this
+    alpha_thre: float = setting(1e-3, within(0.0, 1.0))
+    early_stop_eps: float = setting(1e-4, within(0.0, 1.0))
+    occupancy_threshold: float = setting(0.01, at_least(0.0))
+    update_every: int = setting(16, at_least(1))
+    warmup_steps: int = setting(256, at_least(0))
+    ema_decay: float = setting(0.95, within(0.0, 1.0))
+    max_samples_per_ray: int = setting(1024, at_least(1))
     # Evaluate density once more before training passes to drop invisible samples (nerfacc's
     # sigma_fn). In aerial scenes few samples lie behind surfaces, so this mostly costs time;
     # rendering always prunes.
     prune_in_training: bool = False
 
 
-@dataclass
-class OptimConfig:
+@dataclass(frozen=True)
+class OptimConfig(_Section):
     """Adam with separate learning rates for hash tables and MLPs; exponential decay."""
 
-    lr_tables: float = 1e-2
-    lr_mlps: float = 1e-3
-    eps: float = 1e-15
-    weight_decay_mlps: float = 1e-6
-    warmup_steps: int = 100
-    final_lr_factor: float = 0.1  # lr at max_steps relative to the start
+    lr_tables: float = setting(1e-2, above(0.0))
+    lr_mlps: float = setting(1e-3, above(0.0))
+    eps: float = setting(1e-15, above(0.0))
+    weight_decay_mlps: float = setting(1e-6, at_least(0.0))
+    warmup_steps: int = setting(100, at_least(0))
+    final_lr_factor: float = setting(0.1, above(0.0))  # lr at max_steps relative to the start
 
 
-@dataclass
-class TrainConfig:
-    rays_per_step: int = 8192
-    max_steps: int = 50000
-    time_budget_s: float | None = None  # stop early when exceeded (wall clock of training)
-    eval_every: int = 5000
-    eval_images: int = 4  # val images rendered at periodic eval (all at `switchnerf eval`)
-    checkpoint_every: int = 2000
-    keep_last: int = 3
-    log_every: int = 50
-    seed: int = 0
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """The training loop, and the ray store it reads (``shard_rays``, ``seed`` and
+    ``val_left_halves`` also define the store: ``switchnerf.train.ray_store``)."""
+
+    rays_per_step: int = setting(8192, at_least(1))
+    max_steps: int = setting(50000, at_least(1))
+    # stop early when exceeded (wall clock of training); null: no budget
+    time_budget_s: float | None = setting(None, above(0.0))
+    eval_every: int = setting(5000, at_least(0))  # 0: no periodic eval
+    eval_images: int = setting(4, at_least(0))  # val images rendered at periodic eval
+    checkpoint_every: int = setting(2000, at_least(1))
+    keep_last: int = setting(3, at_least(1))
+    log_every: int = setting(50, at_least(1))
+    seed: int = setting(0, at_least(0))
     mixed_precision: bool = True  # bf16 autocast on CUDA only
     val_left_halves: bool = True  # Mega-NeRF protocol: left halves of val images train
-    shard_rays: int = 1 << 20
+    shard_rays: int = setting(1 << 20, at_least(1))
 
 
-@dataclass
-class Config:
+@dataclass(frozen=True)
+class Config(_Section):
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -175,70 +329,57 @@ def _to_plain(obj):
 # ------------------------------------------------------------------------------ merging
 
 
-def _check_value(value: Any, hint: Any, where: str, source: str) -> Any:
-    """Coerce a YAML value to the annotated type, or raise naming the key."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _check_value(value, inner[0], where, source)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise SwitchNerfError(f"{source}: {where}: expected a list of {len(args)}, got {value!r}")
-        return tuple(_check_value(v, a, where, source) for v, a in zip(value, args))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise SwitchNerfError(f"{source}: {where}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SwitchNerfError(f"{source}: {where}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SwitchNerfError(f"{source}: {where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise SwitchNerfError(f"{source}: {where}: expected a string, got {value!r}")
-        return value
-    return value
-
-
 def merge(obj: Any, overrides: dict[str, Any], source: str, prefix: str = "") -> Any:
-    """Return a copy of dataclass ``obj`` with ``overrides`` (nested dict) applied."""
+    """A new dataclass ``obj`` with ``overrides`` (nested dict) applied and checked; errors
+    name ``source`` and the dotted key (``prefix`` + key)."""
     if not isinstance(overrides, dict):
-        raise SwitchNerfError(f"{source}: {prefix or 'top level'}: expected a mapping, got {overrides!r}")
-    obj = copy.deepcopy(obj)
-    hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
+        raise SwitchNerfError(f"{source}: {prefix.rstrip('.') or 'top level'}: expected a "
+                              f"mapping, got {overrides!r}")
+    names = [f.name for f in dataclasses.fields(obj)]
+    changes = {}
     for key, value in overrides.items():
         where = f"{prefix}{key}"
         if key not in names:
-            close = ", ".join(sorted(names))
-            raise SwitchNerfError(f"{source}: unknown key {where!r} (known here: {close})")
+            raise SwitchNerfError(f"{source}: unknown key {where!r} "
+                                  f"(known here: {', '.join(sorted(names))})")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            setattr(obj, key, merge(current, value, source, where + "."))
-        else:
-            setattr(obj, key, _check_value(value, hints[key], where, source))
-    return obj
+        changes[key] = (merge(current, value, source, where + ".")
+                        if dataclasses.is_dataclass(current) else value)
+    try:
+        return dataclasses.replace(obj, **changes)
+    except ConfigFieldError as exc:
+        raise SwitchNerfError(f"{source}: {prefix}{exc.key}: {exc.reason}") from None
 
 
 def parse_set(assignments: list[str]) -> dict[str, Any]:
-    """Turn ``["a.b=1", "c=x"]`` into a nested dict with YAML-parsed values."""
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict with YAML-parsed values.
+
+    A key given twice keeps the last value; a key that is both a value and a parent of
+    another key (``a=1`` and ``a.b=2``) is an error.
+    """
     out: dict[str, Any] = {}
     for item in assignments:
         if "=" not in item:
             raise SwitchNerfError(f"--set: expected key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
-        node = out
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        if not all(parts):
+            raise SwitchNerfError(f"--set: {key.strip()!r} is not a dotted key (e.g. train.seed)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise SwitchNerfError(f"--set: {key.strip()}: value {raw!r} is not valid YAML "
+                                  f"({exc.__class__.__name__})") from None
+        node = out
+        for depth, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                parent = ".".join(parts[:depth + 1])
+                raise SwitchNerfError(f"--set: {key.strip()}: {parent} was set to a value "
+                                      f"({node!r}) by an earlier --set, so it has no keys")
+        if isinstance(node.get(parts[-1]), dict):
+            raise SwitchNerfError(f"--set: {key.strip()}: has keys set by an earlier --set; "
+                                  f"it cannot also be set to {value!r}")
         node[parts[-1]] = value
     return out
 
@@ -257,46 +398,9 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None) -
         cfg = merge(cfg, data, str(path))
     if sets:
         cfg = merge(cfg, parse_set(sets), "--set")
-    validate(cfg)
     return cfg
 
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
-    cfg = merge(Config(), data, source)
-    validate(cfg)
-    return cfg
-
-
-def validate(cfg: Config) -> None:
-    """Cross-field checks with messages naming the key."""
-    r, e = cfg.model.routing, cfg.model.experts
-    if r.kind not in ("gate", "fixed", "single"):
-        raise SwitchNerfError(
-            f"config: model.routing.kind: expected 'gate', 'fixed' or 'single', got {r.kind!r}")
-    if r.kind == "single" and e.n_experts != 1:
-        raise SwitchNerfError(
-            f"config: model.experts.n_experts: routing kind 'single' needs 1 expert, got {e.n_experts}")
-    if e.n_experts < 1:
-        raise SwitchNerfError(f"config: model.experts.n_experts: must be >= 1, got {e.n_experts}")
-    if r.kind == "fixed" and r.fixed_grid[0] * r.fixed_grid[1] != e.n_experts:
-        raise SwitchNerfError(
-            f"config: model.routing.fixed_grid: {list(r.fixed_grid)} has "
-            f"{r.fixed_grid[0] * r.fixed_grid[1]} cells but model.experts.n_experts is {e.n_experts}")
-    if e.n_features_per_level not in (1, 2, 4, 8):
-        raise SwitchNerfError(
-            f"config: model.experts.n_features_per_level: must be 1, 2, 4 or 8, got {e.n_features_per_level}")
-    if not 3 <= e.log2_hashmap_size <= 31:
-        raise SwitchNerfError(
-            f"config: model.experts.log2_hashmap_size: must be in [3, 31], got {e.log2_hashmap_size}")
-    if e.hashmap_size is not None and not 8 <= e.hashmap_size <= MAX_HASHMAP_SIZE:
-        raise SwitchNerfError(
-            f"config: model.experts.hashmap_size: rows per hashed level must be in "
-            f"[8, 2**31 - 1] (or null for 2**log2_hashmap_size), got {e.hashmap_size}")
-    if cfg.model.head.density_activation not in ("trunc_exp", "softplus"):
-        raise SwitchNerfError(
-            f"config: model.head.density_activation: expected trunc_exp or softplus, "
-            f"got {cfg.model.head.density_activation!r}")
-    if r.capacity_factor is not None and r.capacity_factor <= 0:
-        raise SwitchNerfError(f"config: model.routing.capacity_factor: must be > 0, got {r.capacity_factor}")
-    if cfg.train.rays_per_step < 1:
-        raise SwitchNerfError(f"config: train.rays_per_step: must be >= 1, got {cfg.train.rays_per_step}")
+    """A Config from a nested dict (a run's config.yaml); errors name ``source``."""
+    return merge(Config(), data, source)

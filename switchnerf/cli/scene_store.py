@@ -23,10 +23,6 @@ COUNTS_FILE = "cell_counts.json"
 MAP_FILE = "partition_map.png"
 
 
-def default_store_dir(scene) -> Path:
-    return Path(scene.root) / ".switchnerf" / "store"
-
-
 def default_partition_dir(scene) -> Path:
     return Path(scene.root) / ".switchnerf" / "partition"
 
@@ -52,13 +48,24 @@ def add_prepare_parser(scene_subparsers) -> argparse.ArgumentParser:
     p = scene_subparsers.add_parser(
         "prepare", help="build the shuffled ray store of a scene",
         description="Write every training pixel, shuffled, into shards on disk (out-of-core "
-                    "training data). Rebuilt only when missing, incomplete or stale.")
+                    "training data), with the options `switchnerf train` derives from the "
+                    "same --config, so that train reads this store. Rebuilt only when "
+                    "missing, incomplete or stale.")
     p.add_argument("scene", metavar="SCENE", help="scene descriptor (YAML) or dataset folder")
     p.add_argument("--out", type=Path, help="store folder (default <scene>/.switchnerf/store)")
-    p.add_argument("--shard-rays", type=int, default=2 ** 20, help="records per shard")
-    p.add_argument("--seed", type=int, default=0, help="shuffle seed")
-    p.add_argument("--val-left-halves", action="store_true",
-                   help="also store the left half of every val image (Mega-NeRF eval protocol)")
+    p.add_argument("--config", help="the training preset (configs/*.yaml) the store is for: "
+                                    "its train.shard_rays, train.seed and eval protocol "
+                                    "(typed defaults when omitted), as `switchnerf train` "
+                                    "reads them")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, as for `switchnerf train`")
+    p.add_argument("--shard-rays", type=int, default=None,
+                   help="records per shard (default: the config's train.shard_rays)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="shuffle seed (default: the config's train.seed)")
+    p.add_argument("--val-left-halves", action=argparse.BooleanOptionalAction, default=None,
+                   help="also store the left half of every val image (default: as training "
+                        "with the config: when the Mega-NeRF eval protocol applies)")
     p.add_argument("--partition", nargs="?", const="", default=None, metavar="PARTITION_JSON",
                    help="store per-ray cell membership; uses PARTITION_JSON, else the scene's "
                         "partition folder, else a new partition of the scene's grid")
@@ -102,27 +109,47 @@ def _resolve_partition(scene, arg: str) -> Partition:
     return part
 
 
+def prepare_options(args, scene, cfg):
+    """The StoreOptions of ``scene prepare``: what `switchnerf train` with the same config
+    ``cfg`` (--config/--set) reads, then the explicit --shard-rays/--seed/
+    --[no-]val-left-halves and --partition."""
+    from switchnerf.scene.store import store_options
+    from switchnerf.train.ray_store import training_store_options
+
+    explicit = {"shard_rays": args.shard_rays, "seed": args.seed,
+                "val_left_halves": args.val_left_halves}
+    options = store_options(training_store_options(cfg, scene),
+                            **{k: v for k, v in explicit.items() if v is not None})
+    if args.partition is not None:
+        options = store_options(options, partition=_resolve_partition(scene, args.partition),
+                                partition_samples=args.samples)
+    return options
+
+
 def run_prepare(args) -> int:
     from rich.console import Console
 
-    from switchnerf.scene.store import prepare_store, store_status
+    from switchnerf.config import load_config
+    from switchnerf.scene.store import default_store_dir, prepare_store, store_status
 
     console = Console(stderr=True)
-    if args.shard_rays < 1:
+    if args.shard_rays is not None and args.shard_rays < 1:
         raise SwitchNerfError(f"--shard-rays: must be >= 1, got {args.shard_rays}")
+    if args.seed is not None and args.seed < 0:
+        raise SwitchNerfError(f"--seed: must be >= 0, got {args.seed}")
+    if args.samples < 1:
+        raise SwitchNerfError(f"--samples: must be >= 1, got {args.samples}")
+    cfg = load_config(args.config, args.set)
     scene = _load(args.scene)
     out = args.out or default_store_dir(scene)
-    partition = _resolve_partition(scene, args.partition) if args.partition is not None else None
-    cfg = {"shard_rays": args.shard_rays, "seed": args.seed,
-           "val_left_halves": args.val_left_halves, "partition": partition,
-           "partition_samples": args.samples}
-    status = "forced" if args.force else store_status(out, scene, **cfg)
+    options = prepare_options(args, scene, cfg)
+    status = "forced" if args.force else store_status(out, scene, options)
     if status == "ok":
         console.print(f"ray store up to date: {out}")
         return 0
     console.print(f"building ray store ({status}) in {out}")
     t0 = time.perf_counter()
-    st = prepare_store(scene, out, progress=True, membership_device=args.device, **cfg)
+    st = prepare_store(scene, out, options, progress=True, membership_device=args.device)
     dt = time.perf_counter() - t0
     console.print(f"{st.n_records:,} rays in {len(st.shards)} shards, {dt:.1f} s "
                   f"({st.n_records / max(dt, 1e-9) / 1e6:.2f} M rays/s)")

@@ -42,29 +42,52 @@ def register(sub) -> None:
     d.set_defaults(func=cmd_demo)
 
 
-def _resolve_config(args):
+def _new_config(args):
+    """The config of a new run: preset, --set, --max-steps."""
     from switchnerf.config import load_config
-    from switchnerf.train.run import read_run_config
 
-    if args.resume:
-        cfg = read_run_config(args.output)
-        if args.config or args.set:
-            raise SwitchNerfError("--resume: the run's config.yaml is used; drop --config/--set")
-        return cfg
     sets = list(args.set)
     if args.max_steps is not None:
         sets.append(f"train.max_steps={args.max_steps}")
     return load_config(args.config, sets)
 
 
+def _resume_config(args):
+    """The run's config.yaml with a new train.max_steps (--max-steps) or time budget
+    (--set): the only keys a resumed run may change."""
+    from switchnerf.config import merge, parse_set
+    from switchnerf.train.run import RESUME_MAY_CHANGE, read_run_config
+
+    if args.config:
+        raise SwitchNerfError("--config: not with --resume (the run's config.yaml is used)")
+    allowed = " and ".join(RESUME_MAY_CHANGE)
+    for item in args.set:
+        key = item.split("=", 1)[0].strip()
+        if key not in RESUME_MAY_CHANGE:
+            raise SwitchNerfError(f"--set: {key}: cannot change on --resume (only {allowed})")
+    sets = list(args.set)
+    if args.max_steps is not None:
+        sets.append(f"train.max_steps={args.max_steps}")
+    cfg = read_run_config(args.output)
+    return merge(cfg, parse_set(sets), "--set") if sets else cfg
+
+
 def cmd_train(args) -> int:
+    from switchnerf.cli.common import check_scene_arg
     from switchnerf.train.trainer import Trainer, prepare_run_dir
 
+    if args.resume and args.overwrite:
+        raise SwitchNerfError("--resume and --overwrite: choose one")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise SwitchNerfError(f"--max-steps: must be >= 1, got {args.max_steps}")
+    # every check before prepare_run_dir, which may delete the old run
+    device = resolve_device(args.device)
+    check_scene_arg(args.scene)
+    cfg = None if args.resume else _new_config(args)
     prepare_run_dir(args.output, resume=args.resume, overwrite=args.overwrite)
-    cfg = _resolve_config(args)
-    if args.resume and args.max_steps is not None:
-        cfg.train.max_steps = args.max_steps
-    trainer = Trainer(cfg, Path(args.scene), args.output, device=resolve_device(args.device),
+    if args.resume:
+        cfg = _resume_config(args)
+    trainer = Trainer(cfg, Path(args.scene), args.output, device=device,
                       resume=args.resume, store_dir=args.store)
     viewer = None
     if args.viewer:
@@ -120,13 +143,13 @@ def cmd_demo(args) -> int:
 
     t0 = time.perf_counter()
     device = resolve_device(args.device)
+    cfg = load_config(args.config, args.set)
     scene_path = Path(args.scene)
     print(f"[demo] scene {scene_path}")
     ensure_synth_scene(scene_path)
     t_scene = time.perf_counter() - t0
     run_dir = Path(args.output) / "run"
-    prepare_run_dir(run_dir, resume=False, overwrite=True)
-    cfg = load_config(args.config, args.set)
+    prepare_run_dir(run_dir, resume=False, overwrite=True)  # after every check: it deletes
     trainer = Trainer(cfg, scene_path, run_dir, device=device)
     try:
         summary = trainer.train()

@@ -23,7 +23,8 @@ class FieldOutput:
 
     sigma [M] density per world unit; rgb [M, 3] in [0, 1] (None from ``density``);
     expert_id int64 [M]; gate_value [M]; probs [M, E] gate probabilities; kept bool [M]
-    (False where the capacity limit dropped the point: its expert features are zero).
+    (False where the capacity limit of a training pass dropped the point: its expert
+    features are zero).
     """
 
     sigma: torch.Tensor
@@ -99,7 +100,7 @@ class SwitchField(nn.Module):
         """Route, encode and run the density head on unit-cube points x [M, 3]."""
         x = x.clamp(0.0, 1.0)
         gate = self.route(x)
-        if self.cfg.routing.capacity_factor is not None and self.n_experts > 1:
+        if self.drops_over_capacity():
             kept = capacity_keep_mask(gate.expert_id, gate.gate_value, self.n_experts,
                                       self.cfg.routing.capacity_factor)
         else:
@@ -108,6 +109,13 @@ class SwitchField(nn.Module):
         h = apply_mlp(self.head, feats, gate.gate_value * kept)
         sigma = density_activation(self.cfg.head.density_activation, h[:, 0].float())
         return Geometry(sigma, h[:, 1:], gate, kept)
+
+    def drops_over_capacity(self) -> bool:
+        """Whether ``geometry`` applies ``routing.capacity_factor`` now: only in a training
+        pass (training mode with gradients). Rendering and occupancy updates keep every
+        point, so their results do not depend on how many points are evaluated together."""
+        return (self.cfg.routing.capacity_factor is not None and self.n_experts > 1
+                and self.training and torch.is_grad_enabled())
 
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """Density sigma [M] at unit-cube points x [M, 3]."""

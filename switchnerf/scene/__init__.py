@@ -2,7 +2,7 @@
 
 Importing this package is cheap: names are resolved on first use.
 
->>> from switchnerf.scene import load_scene  # doctest: +SKIP
+>>> from switchnerf.scene import load_scene
 >>> scene = load_scene("scenes/minicity.yaml")  # doctest: +SKIP
 """
 

@@ -21,6 +21,7 @@ and writes it as a shard. A store is built in a sibling temp folder and swapped 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -97,16 +98,53 @@ class RayStore:
         return np.load(self.shards[i].cells_path, mmap_mode="r")
 
 
-def store_config(*, shard_rays: int, seed: int, val_left_halves: bool,
-                 partition: Partition | None, partition_samples: int, scene: Scene) -> dict:
-    """The configuration part of the manifest; a store is stale when it differs."""
-    cfg = {"shard_rays": int(shard_rays), "seed": int(seed),
-           "val_left_halves": bool(val_left_halves), "partition": None}
-    if partition is not None:
-        cfg["partition"] = partition.to_dict()
-        cfg["partition_samples"] = int(partition_samples)
-        cfg["partition_clip_box"] = np.asarray(scene.bbox, dtype=np.float64).tolist()
-    return cfg
+@dataclass(frozen=True, eq=False)
+class StoreOptions:
+    """What defines a ray store: a store built with other options is stale.
+
+    shard_rays: records per shard at most; seed: the shuffle's seed; val_left_halves: also
+    store the left half of every val image; partition: when given, each record's cell
+    membership (``cell_membership`` with ``partition_samples`` samples between the ray's
+    entry into and exit from ``scene.bbox``) is stored as packed bits. A training run
+    derives its options from its config (``switchnerf.train.ray_store``), and so does
+    ``switchnerf scene prepare``.
+    """
+
+    shard_rays: int = 1 << 20
+    seed: int = 0
+    val_left_halves: bool = False
+    partition: Partition | None = None
+    partition_samples: int = DEFAULT_SAMPLES
+
+    def __post_init__(self) -> None:
+        if self.shard_rays < 1:
+            raise SwitchNerfError(f"store: shard_rays: must be >= 1, got {self.shard_rays}")
+        if self.seed < 0:
+            raise SwitchNerfError(f"store: seed: must be >= 0, got {self.seed}")
+        if self.partition_samples < 1:
+            raise SwitchNerfError(
+                f"store: partition_samples: must be >= 1, got {self.partition_samples}")
+
+    def manifest_config(self, scene: Scene) -> dict:
+        """The configuration part of the manifest; a store is stale when it differs."""
+        cfg = {"shard_rays": int(self.shard_rays), "seed": int(self.seed),
+               "val_left_halves": bool(self.val_left_halves), "partition": None}
+        if self.partition is not None:
+            cfg["partition"] = self.partition.to_dict()
+            cfg["partition_samples"] = int(self.partition_samples)
+            cfg["partition_clip_box"] = np.asarray(scene.bbox, dtype=np.float64).tolist()
+        return cfg
+
+
+def store_options(options: StoreOptions | None = None, **fields) -> StoreOptions:
+    """``options`` (default: ``StoreOptions()``) with the given fields replaced."""
+    base = StoreOptions() if options is None else options
+    return dataclasses.replace(base, **fields) if fields else base
+
+
+def default_store_dir(scene: Scene) -> Path:
+    """Where a scene's ray store lives unless told otherwise: ``<root>/.switchnerf/store``."""
+    return Path(scene.root) / ".switchnerf" / "store"
 
 
 def scene_fingerprint(scene: Scene) -> str:
@@ -190,21 +228,18 @@ def _check_replaceable(out_dir: Path) -> None:
                                      f"(found {', '.join(sorted(entries)[:3])})")
 
 
-def prepare_store(scene: Scene, out_dir, *, shard_rays: int = 2 ** 20, seed: int = 0,
-                  val_left_halves: bool = False, partition: Partition | None = None,
-                  partition_samples: int = DEFAULT_SAMPLES, progress: bool = True,
-                  chunk_rays: int = 2 ** 20, membership_device="cpu") -> RayStore:
+def prepare_store(scene: Scene, out_dir, options: StoreOptions | None = None, *,
+                  progress: bool = True, chunk_rays: int = 2 ** 20, membership_device="cpu",
+                  **fields) -> RayStore:
     """Build the store of ``scene`` into ``out_dir`` (replacing what is there) and open it.
 
-    shard_rays: records per shard at most; seed: the shuffle's seed; partition: when given,
-    each record's cell membership (``cell_membership`` with ``partition_samples`` samples
-    between the ray's entry into and exit from ``scene.bbox``) is stored as packed bits.
+    options: a StoreOptions (default ``StoreOptions()``); ``fields`` (shard_rays, seed,
+    val_left_halves, partition, partition_samples) replace some of its values.
     membership_device: where cell membership is computed (the costly part with a partition;
     "cuda" where there is one). chunk_rays bounds the pixels handled at once in pass 1.
     Peak memory: one image, one chunk of rays and one shard, whatever the size of the scene.
     """
-    if shard_rays < 1:
-        raise ValueError(f"shard_rays must be >= 1, got {shard_rays}")
+    options = store_options(options, **fields)
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -212,10 +247,8 @@ def prepare_store(scene: Scene, out_dir, *, shard_rays: int = 2 ** 20, seed: int
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     build = out_dir.parent / f".{out_dir.name}.building-{token}"
     try:
-        manifest = _build(scene, build, shard_rays=shard_rays, seed=seed,
-                          val_left_halves=val_left_halves, partition=partition,
-                          partition_samples=partition_samples, progress=progress,
-                          chunk_rays=chunk_rays, membership_device=torch.device(membership_device))
+        manifest = _build(scene, build, options, progress=progress, chunk_rays=chunk_rays,
+                          membership_device=torch.device(membership_device))
         old = out_dir.parent / f".{out_dir.name}.old-{token}"
         if out_dir.exists():
             os.replace(out_dir, old)
@@ -226,21 +259,21 @@ def prepare_store(scene: Scene, out_dir, *, shard_rays: int = 2 ** 20, seed: int
     return _from_manifest(out_dir, manifest)
 
 
-def _build(scene: Scene, build: Path, *, shard_rays, seed, val_left_halves, partition,
-           partition_samples, progress, chunk_rays, membership_device) -> dict:
+def _build(scene: Scene, build: Path, options: StoreOptions, *, progress, chunk_rays,
+           membership_device) -> dict:
     t0 = time.time()
     fingerprint = scene_fingerprint(scene)
-    config = store_config(shard_rays=shard_rays, seed=seed, val_left_halves=val_left_halves,
-                          partition=partition, partition_samples=partition_samples, scene=scene)
-    plan = _image_plan(scene, val_left_halves)
+    config = options.manifest_config(scene)
+    partition, partition_samples = options.partition, options.partition_samples
+    plan = _image_plan(scene, options.val_left_halves)
     n_per_image = [scene.images(s)[i].height * cols for s, i, _, cols in plan]
     n_total = int(sum(n_per_image))
-    sizes = shard_sizes(n_total, shard_rays)
+    sizes = shard_sizes(n_total, options.shard_rays)
     n_shards = len(sizes)
     nbytes = (partition.n_cells + 7) // 8 if partition is not None else 0
     (build / "buckets").mkdir(parents=True)
     (build / "shards").mkdir()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(options.seed)
     cams = CameraTable.from_scene(scene) if partition is not None else None
     remaining = sizes.copy()
 
@@ -363,30 +396,21 @@ def _read_complete(out_dir: Path) -> dict | None:
     return manifest
 
 
-def store_status(out_dir, scene: Scene, **config) -> str:
-    """"ok", "missing" (no complete store) or "stale" (other inputs or configuration).
+def store_status(out_dir, scene: Scene, options: StoreOptions | None = None, **fields) -> str:
+    """"ok", "missing" (no complete store) or "stale" (other inputs or options).
 
-    config: the keyword arguments of ``prepare_store`` that define the store (shard_rays,
-    seed, val_left_halves, partition, partition_samples); omitted ones take their defaults.
+    options, fields: as for ``prepare_store`` (the options the store should have been built
+    with; omitted ones take the defaults of StoreOptions).
     """
+    options = store_options(options, **fields)
     manifest = _read_complete(Path(out_dir))
     if manifest is None:
         return "missing"
     if manifest["fingerprint"] != scene_fingerprint(scene):
         return "stale"
-    if manifest["config"] != store_config(scene=scene, **_config_defaults(config)):
+    if manifest["config"] != options.manifest_config(scene):
         return "stale"
     return "ok"
-
-
-def _config_defaults(config: dict) -> dict:
-    out = {"shard_rays": 2 ** 20, "seed": 0, "val_left_halves": False, "partition": None,
-           "partition_samples": DEFAULT_SAMPLES}
-    unknown = set(config) - set(out)
-    if unknown:
-        raise TypeError(f"unknown store options: {sorted(unknown)}")
-    out.update(config)
-    return out
 
 
 def open_store(out_dir, scene: Scene | None = None) -> RayStore:
@@ -403,12 +427,15 @@ def open_store(out_dir, scene: Scene | None = None) -> RayStore:
     return _from_manifest(out_dir, manifest)
 
 
-def ensure_store(scene: Scene, out_dir, *, force: bool = False, **kw) -> RayStore:
+def ensure_store(scene: Scene, out_dir, options: StoreOptions | None = None, *,
+                 force: bool = False, progress: bool = True, chunk_rays: int = 2 ** 20,
+                 membership_device="cpu", **fields) -> RayStore:
     """Open the store of ``scene`` at ``out_dir``, building it first when it is missing,
-    incomplete, stale, built with other options, or ``force``. kw: ``prepare_store``'s."""
-    cfg_keys = {"shard_rays", "seed", "val_left_halves", "partition", "partition_samples"}
-    status = "missing" if force else store_status(
-        out_dir, scene, **{k: v for k, v in kw.items() if k in cfg_keys})
+    incomplete, stale, built with other options, or ``force``. Arguments as for
+    ``prepare_store``."""
+    options = store_options(options, **fields)
+    status = "missing" if force else store_status(out_dir, scene, options)
     if status == "ok":
         return open_store(out_dir)
-    return prepare_store(scene, out_dir, **kw)
+    return prepare_store(scene, out_dir, options, progress=progress, chunk_rays=chunk_rays,
+                         membership_device=membership_device)

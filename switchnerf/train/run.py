@@ -22,12 +22,47 @@ from switchnerf.errors import SwitchNerfError
 from switchnerf.io_utils import write_bytes_atomic, write_json_atomic
 from switchnerf.train.checkpoint import latest_checkpoint, load_checkpoint
 
+HEADER = ("config.yaml", "scene.json")
+"""The files every run has from its start (``write_run_header``)."""
+
+RESUME_MAY_CHANGE = ("train.max_steps", "train.time_budget_s")
+"""Config keys a resumed run may change: when to stop, not what is trained."""
+
 
 def write_run_header(run_dir: Path, cfg: Config, scene_path: Path) -> None:
     """Snapshot the resolved config and the scene reference into a new run."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    write_run_config(run_dir, cfg)
     write_json_atomic(run_dir / "scene.json", {"path": str(Path(scene_path).resolve())})
+
+
+def write_run_config(run_dir: Path, cfg: Config) -> None:
+    """(Re)write RUN/config.yaml atomically: the resolved config, every key."""
+    write_bytes_atomic(Path(run_dir) / "config.yaml",
+                       yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+
+
+def is_run_dir(path: Path) -> bool:
+    """True when ``path`` is a folder holding a run's header (config.yaml and scene.json)."""
+    return Path(path).is_dir() and all((Path(path) / name).is_file() for name in HEADER)
+
+
+def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts (``Config.to_dict()``),
+    leaving out ``RESUME_MAY_CHANGE``.
+
+    >>> config_differences({"train": {"max_steps": 2, "seed": 0}},
+    ...                    {"train": {"max_steps": 4, "seed": 1}})
+    ['train.seed']
+    """
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        where, a, b = f"{prefix}{key}", saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, where + ".")
+        elif a != b and where not in RESUME_MAY_CHANGE:
+            out.append(where)
+    return out
 
 
 def read_run_config(run_dir: Path) -> Config:

@@ -24,9 +24,15 @@ from switchnerf.moe.routing import balance_loss, expert_load
 from switchnerf.render.volume import render_rays, step_size
 from switchnerf.train.builder import build_model, build_optimizer, scene_and_cameras
 from switchnerf.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from switchnerf.train.evaluate import evaluate, uses_right_half_protocol
+from switchnerf.train.evaluate import evaluate
 from switchnerf.train.progress import TrainProgress
-from switchnerf.train.run import write_run_header
+from switchnerf.train.run import (
+    RESUME_MAY_CHANGE,
+    config_differences,
+    is_run_dir,
+    write_run_config,
+    write_run_header,
+)
 from switchnerf.train.schedule import lr_factor
 
 
@@ -44,11 +50,19 @@ class StepStats:
 
 
 def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber an existing run unless asked to resume or overwrite."""
+    """Refuse to clobber an existing run unless asked to resume or overwrite; ``overwrite``
+    deletes only a switchnerf run (a folder with config.yaml and scene.json), never any
+    other folder. Call it after every other check of the command: it may delete."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SwitchNerfError(f"{run_dir}: run folder: is a file, not a folder")
     if run_dir.exists() and any(run_dir.iterdir()):
         if resume:
             return
         if overwrite:
+            if not is_run_dir(run_dir):
+                raise SwitchNerfError(f"{run_dir}: not a switchnerf run (no config.yaml and "
+                                      "scene.json); --overwrite deletes only runs")
             shutil.rmtree(run_dir)
             return
         raise SwitchNerfError(f"{run_dir}: run folder exists; pass --resume to continue it "
@@ -81,13 +95,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _open_stream(self, store_dir: Path | None):
-        from switchnerf.scene.store import ensure_store
+        from switchnerf.scene.store import default_store_dir, ensure_store
         from switchnerf.scene.store_reader import RayStream
+        from switchnerf.train.ray_store import training_store_options
 
-        protocol = uses_right_half_protocol(self.scene, self.cfg)
-        store_dir = store_dir or Path(self.scene.root) / ".switchnerf" / "store"
-        store = ensure_store(self.scene, store_dir, shard_rays=self.cfg.train.shard_rays,
-                             seed=self.cfg.train.seed, val_left_halves=protocol,
+        store_dir = store_dir or default_store_dir(self.scene)
+        store = ensure_store(self.scene, store_dir, training_store_options(self.cfg, self.scene),
                              progress=self.progress_enabled)
         return RayStream(store, self.cams, batch_size=self.cfg.train.rays_per_step,
                          seed=self.cfg.train.seed)
@@ -103,9 +116,13 @@ class Trainer:
         if ckpt is None:
             raise SwitchNerfError(f"{self.run_dir}: --resume given but no checkpoint to resume from")
         state = load_checkpoint(ckpt, map_location=self.device)
-        if state.get("config") != self.cfg.to_dict():
-            raise SwitchNerfError(f"{ckpt}: config: differs from the run's config.yaml; "
-                                  "resume with the same config")
+        saved = state.get("config")
+        changed = (["(none saved)"] if not isinstance(saved, dict)
+                   else config_differences(saved, self.cfg.to_dict()))
+        if changed:
+            raise SwitchNerfError(f"{ckpt}: config: {', '.join(changed[:3])} differ from the "
+                                  "run's config.yaml; resume with the same config (only "
+                                  f"{' and '.join(RESUME_MAY_CHANGE)} may change)")
         self.field.load_state_dict(state["field"])
         self.grid.load_state_dict(state["grid"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -114,6 +131,7 @@ class Trainer:
         self.step = int(state["step"])
         self.best_psnr = float(state["best_psnr"])
         self.skipped_steps = int(state["skipped_steps"])
+        write_run_config(self.run_dir, self.cfg)  # a new max_steps or time budget
 
     # ------------------------------------------------------------------ one step
     def _set_lr(self) -> None:
