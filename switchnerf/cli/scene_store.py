@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from switchnerf.cli.args import finite_float
 from switchnerf.errors import SwitchNerfError
 from switchnerf.io_utils import write_json_atomic
 from switchnerf.scene.partition import DEFAULT_MARGIN, DEFAULT_SAMPLES, Partition
@@ -79,9 +80,9 @@ def add_partition_parser(scene_subparsers) -> argparse.ArgumentParser:
     p.add_argument("scene", metavar="SCENE", help="scene descriptor (YAML) or dataset folder")
     p.add_argument("--grid", type=parse_grid, default=None, metavar="RxC",
                    help="rows x cols (default: the scene descriptor's grid)")
-    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+    p.add_argument("--margin", type=finite_float, default=DEFAULT_MARGIN,
                    help="boundary margin: distance ratio to the nearest centroid")
-    p.add_argument("--ground-z", type=float, default=None,
+    p.add_argument("--ground-z", type=finite_float, default=None,
                    help="centroid altitude in world units (default: the scene's ground)")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="samples per ray")
     p.add_argument("--stride", type=int, default=1,

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from switchnerf.errors import SwitchNerfError
+from switchnerf.export.verify import ply_reads_back
 from switchnerf.io_utils import atomic_path, write_json_atomic
 from switchnerf.scene.types import SPLITS
 
@@ -77,8 +78,8 @@ def export_cameras(scene, out_path: Path, *, size: float | None = None) -> dict:
         raise SwitchNerfError(f"scene {scene.name!r}: has no cameras to export")
     bbox = np.asarray(scene.bbox, dtype=np.float64)
     size = float(size) if size is not None else 0.03 * float(np.linalg.norm(bbox[1] - bbox[0]))
-    if size <= 0:
-        raise SwitchNerfError(f"--frustum-size: must be > 0, got {size:g}")
+    if not 0 < size < math.inf:
+        raise SwitchNerfError(f"--frustum-size: must be a finite number > 0, got {size:g}")
     points, lines, colors = [], [], []
     for j, c in enumerate(data["cameras"]):
         p, li = frustum_lines(c["c2w"], c["fx"], c["fy"], c["cx"], c["cy"], c["width"],
@@ -90,7 +91,7 @@ def export_cameras(scene, out_path: Path, *, size: float | None = None) -> dict:
                               o3d.utility.Vector2iVector(np.concatenate(lines).astype(np.int32)))
     ls.colors = o3d.utility.Vector3dVector(np.concatenate(colors))
     ply = frustums_path(out_path)
-    with atomic_path(ply) as tmp:
+    with atomic_path(ply, verify=ply_reads_back("lines", len(ls.lines))) as tmp:
         if not o3d.io.write_line_set(str(tmp), ls):
             raise SwitchNerfError(f"{ply}: open3d could not write the frustum line set")
     write_json_atomic(out_path, data)

@@ -234,8 +234,8 @@ def render_partition_map(partition: Partition, scene: Scene, path, *, size: int 
         draw.text((x + 8, y - 6), str(j), fill=(0, 0, 0))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from switchnerf.io_utils import atomic_path
+    from switchnerf.io_utils import atomic_path, readable_image
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, verify=readable_image) as tmp:
         img.save(tmp, format="PNG")
     return path
