@@ -72,7 +72,51 @@ def atomic_path(path: str | os.PathLike, *, verify: Verify | None = None,
     ``path``. The temporary name keeps the suffix of ``path`` so writers that pick a format
     from the suffix (imageio, open3d) still work.
     """
-    path = Path(path)
+    with atomic_paths([path], verify=[verify], allow_empty=allow_empty) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_paths(paths, *, verify=None, allow_empty: bool = False) -> Iterator[list[Path]]:
+    """:func:`atomic_path` for files that belong together (a JSON and its PLY, a partition
+    and its map): yield one temporary path per path; when the body returns, check every
+    file (``verify``: one Verify or None per path), and only when all pass rename them all.
+    A failed write or check replaces none of them."""
+    paths = [Path(p) for p in paths]
+    checks = list(verify) if verify is not None else [None] * len(paths)
+    if len(checks) != len(paths):
+        raise ValueError(f"{len(paths)} paths but {len(checks)} verify steps")
+    tmps: list[Path] = []
+    try:
+        for path in paths:
+            tmps.append(_temp_beside(path))
+        try:
+            yield list(tmps)
+        except OSError as exc:
+            for path, tmp in zip(paths, tmps):
+                if _names(exc, tmp):
+                    raise _write_error(path, exc) from exc
+            raise
+        for path, tmp, check in zip(paths, tmps, checks):
+            check_written(tmp, path, check, allow_empty=allow_empty)
+        for path, tmp in zip(paths, tmps):
+            try:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise _write_error(path, exc) from exc
+        for folder in {path.parent for path in paths}:
+            _fsync_dir(folder)
+    except BaseException:
+        for tmp in tmps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        raise
+
+
+def _temp_beside(path: Path) -> Path:
+    """An empty new file ``.<stem>.XXXX.tmp<suffix>`` in ``path``'s folder (made if needed)."""
     if path.is_dir():
         raise SwitchNerfError(f"{path}: is a folder, expected a file name")
     try:
@@ -82,26 +126,7 @@ def atomic_path(path: str | os.PathLike, *, verify: Verify | None = None,
     except OSError as exc:
         raise _write_error(path, exc) from exc
     os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        try:
-            yield tmp_path
-        except OSError as exc:
-            if _names(exc, tmp_path):
-                raise _write_error(path, exc) from exc
-            raise
-        check_written(tmp_path, path, verify, allow_empty=allow_empty)
-        try:
-            with open(tmp_path, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp_path, path)
-        except OSError as exc:
-            raise _write_error(path, exc) from exc
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
+    return Path(tmp)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -178,6 +203,11 @@ def readable_image(tmp: Path) -> None:
         im.load()
 
 
+def json_bytes(obj: Any) -> bytes:
+    """The bytes :func:`write_json_atomic` writes for ``obj`` (indented JSON, newline)."""
+    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically, verified by reading it back."""
     with atomic_path(path, verify=same_bytes(data), allow_empty=not data) as tmp:
@@ -185,4 +215,5 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    """Write ``obj`` as indented JSON to ``path`` atomically, verified by reading it back."""
+    write_bytes_atomic(path, json_bytes(obj))
