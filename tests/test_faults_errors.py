@@ -256,3 +256,10 @@ def test_corrupt_and_nan_metadata_are_one_line(tmp_path, capsys):
     rc = main(["scene", "info", str(ds)])
     one_line_error(rc, capsys, str(meta), "c2w: contains NaN or inf (12 of 12 entries")
     assert snapshot(ds) == before
+
+
+def test_cli_limits_match_the_camera_path_limits():
+    from switchnerf.cli.args import MAX_RESOLUTION_SIDE
+    from switchnerf.video.camera_path import MAX_SIDE
+
+    assert MAX_RESOLUTION_SIDE == MAX_SIDE
