@@ -159,7 +159,6 @@ def check_sidecar_target(out_path: Path, inputs: Iterable[tuple[str, Path | None
 
 
 def _is_sidecar(path: Path) -> bool:
-
     try:
         obj = json.loads(path.read_text())
     except (OSError, ValueError):
