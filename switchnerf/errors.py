@@ -19,3 +19,15 @@ def input_error(path, field: str | None, message: str) -> SwitchNerfError:
     if field:
         return SwitchNerfError(f"{where}: {field}: {message}")
     return SwitchNerfError(f"{where}: {message}")
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """``text`` as one line: lines joined with " | ", runs of spaces collapsed, cut to
+    ``limit`` characters with an ellipsis.
+
+    >>> one_line("cannot load\\n\\n  weights_only   failed\\n")
+    'cannot load | weights_only failed'
+    """
+    lines = [" ".join(line.split()) for line in str(text).splitlines()]
+    flat = " | ".join(line for line in lines if line)
+    return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from switchnerf.cli.args import finite_float
 from switchnerf.errors import SwitchNerfError
-from switchnerf.io_utils import write_json_atomic
 from switchnerf.scene.partition import DEFAULT_MARGIN, DEFAULT_SAMPLES, Partition
 
 PARTITION_FILE = "partition.json"
@@ -86,9 +86,9 @@ def add_partition_parser(scene_subparsers) -> argparse.ArgumentParser:
     p.add_argument("scene", metavar="SCENE", help="scene descriptor (YAML) or dataset folder")
     p.add_argument("--grid", type=parse_grid, default=None, metavar="RxC",
                    help="rows x cols (default: the scene descriptor's grid)")
-    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+    p.add_argument("--margin", type=finite_float, default=DEFAULT_MARGIN,
                    help="boundary margin: distance ratio to the nearest centroid")
-    p.add_argument("--ground-z", type=float, default=None,
+    p.add_argument("--ground-z", type=finite_float, default=None,
                    help="centroid altitude in world units (default: the scene's ground)")
     p.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="samples per ray")
     p.add_argument("--stride", type=int, default=1,
@@ -195,11 +195,25 @@ def count_cells(scene, partition: Partition, *, samples: int, stride: int = 1,
             "stride": stride, "samples": samples}
 
 
+def _write_partition(out: Path, part: Partition, counts: dict, scene) -> None:
+    """partition.json, cell_counts.json and partition_map.png, replaced together: each is
+    checked (read back) before any of them replaces an earlier one."""
+    from switchnerf.io_utils import atomic_paths, json_bytes, readable_image, same_bytes
+    from switchnerf.scene.partition import draw_partition_map
+
+    blobs = [json_bytes(part.to_dict()), json_bytes(counts)]
+    with atomic_paths([out / PARTITION_FILE, out / COUNTS_FILE, out / MAP_FILE],
+                      verify=[*map(same_bytes, blobs), readable_image]) as (p, c, m):
+        p.write_bytes(blobs[0])
+        c.write_bytes(blobs[1])
+        draw_partition_map(part, scene).save(m, format="PNG")
+
+
 def run_partition(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from switchnerf.scene.partition import make_partition, render_partition_map
+    from switchnerf.scene.partition import make_partition
 
     console = Console(stderr=True)
     if args.stride < 1 or args.samples < 1:
@@ -210,9 +224,7 @@ def run_partition(args) -> int:
     out = args.out or default_partition_dir(scene)
     part = make_partition(scene, args.grid, margin=args.margin, ground_z=args.ground_z)
     counts = count_cells(scene, part, samples=args.samples, stride=args.stride)
-    part.save(out / PARTITION_FILE)
-    write_json_atomic(out / COUNTS_FILE, counts)
-    render_partition_map(part, scene, out / MAP_FILE)
+    _write_partition(out, part, counts, scene)
     table = Table(title=f"{scene.name}: {part.grid[0]}x{part.grid[1]} cells, "
                         f"margin {part.margin}")
     for col in ("cell", "centroid (x, y, z)", "rays", "share"):

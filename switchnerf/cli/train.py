@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from switchnerf.cli.args import int_in, positive_int
 from switchnerf.cli.common import resolve_device
 from switchnerf.errors import SwitchNerfError
 
@@ -16,7 +17,7 @@ def register(sub) -> None:
     p.add_argument("--scene", required=True, help="scenes/*.yaml descriptor or dataset folder")
     p.add_argument("--config", help="preset YAML (configs/*.yaml); defaults when omitted")
     p.add_argument("--output", required=True, type=Path, help="run folder")
-    p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    p.add_argument("--max-steps", type=positive_int, help="override train.max_steps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.rays_per_step=4096")
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
@@ -24,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--store", type=Path, help="ray store folder (default: inside the dataset)")
     p.add_argument("--viewer", action="store_true", help="serve the live viewer while training")
-    p.add_argument("--port", type=int, default=7007)
+    p.add_argument("--port", type=int_in(1, 65535), default=7007)
     p.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run on its val images")

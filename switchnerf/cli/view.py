@@ -10,6 +10,8 @@ import argparse
 import time
 from pathlib import Path
 
+from switchnerf.cli.args import MAX_RESOLUTION_SIDE, int_in
+
 __all__ = ["register", "start_training_viewer"]
 
 
@@ -21,10 +23,11 @@ def register(sub) -> None:
     p.add_argument("run", type=Path, metavar="RUN", help="run folder (from switchnerf train)")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default 127.0.0.1; 0.0.0.0 exposes it)")
-    p.add_argument("--port", type=int, default=7007, help="port (the next free one if taken)")
+    p.add_argument("--port", type=int_in(1, 65535), default=7007,
+                   help="port (the next free one if taken)")
     p.add_argument("--checkpoint", default="latest", help="latest, best or a path")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    p.add_argument("--resolution", type=int, default=None,
+    p.add_argument("--resolution", type=int_in(16, MAX_RESOLUTION_SIDE), default=None,
                    help="longer side of still renders in pixels (default 256 CPU, 768 CUDA)")
     p.set_defaults(func=cmd_view)
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from switchnerf.errors import SwitchNerfError
-from switchnerf.io_utils import atomic_path, write_json_atomic
+from switchnerf.export.verify import ply_reads_back
+from switchnerf.io_utils import atomic_paths, json_bytes, same_bytes
 from switchnerf.scene.types import SPLITS
 
 SPLIT_COLORS = {"train": (0.12, 0.47, 0.71), "val": (1.0, 0.5, 0.05)}
@@ -67,7 +68,8 @@ def frustums_path(out_path: Path) -> Path:
 
 
 def export_cameras(scene, out_path: Path, *, size: float | None = None) -> dict:
-    """Write CAMS.json and CAMS.frustums.ply for ``scene``; returns a summary dict."""
+    """Write CAMS.json and CAMS.frustums.ply for ``scene`` (together, atomically); returns a
+    summary dict."""
     import open3d as o3d
 
     if Path(out_path).suffix.lower() != ".json":
@@ -77,8 +79,8 @@ def export_cameras(scene, out_path: Path, *, size: float | None = None) -> dict:
         raise SwitchNerfError(f"scene {scene.name!r}: has no cameras to export")
     bbox = np.asarray(scene.bbox, dtype=np.float64)
     size = float(size) if size is not None else 0.03 * float(np.linalg.norm(bbox[1] - bbox[0]))
-    if size <= 0:
-        raise SwitchNerfError(f"--frustum-size: must be > 0, got {size:g}")
+    if not 0 < size < math.inf:
+        raise SwitchNerfError(f"--frustum-size: must be a finite number > 0, got {size:g}")
     points, lines, colors = [], [], []
     for j, c in enumerate(data["cameras"]):
         p, li = frustum_lines(c["c2w"], c["fx"], c["fy"], c["cx"], c["cy"], c["width"],
@@ -90,8 +92,10 @@ def export_cameras(scene, out_path: Path, *, size: float | None = None) -> dict:
                               o3d.utility.Vector2iVector(np.concatenate(lines).astype(np.int32)))
     ls.colors = o3d.utility.Vector3dVector(np.concatenate(colors))
     ply = frustums_path(out_path)
-    with atomic_path(ply) as tmp:
-        if not o3d.io.write_line_set(str(tmp), ls):
+    blob = json_bytes(data)  # both files are checked before either replaces an older one
+    with atomic_paths([ply, out_path],
+                      verify=[ply_reads_back("lines", len(ls.lines)), same_bytes(blob)]) as tmps:
+        if not o3d.io.write_line_set(str(tmps[0]), ls):
             raise SwitchNerfError(f"{ply}: open3d could not write the frustum line set")
-    write_json_atomic(out_path, data)
+        tmps[1].write_bytes(blob)
     return {"cameras": len(data["cameras"]), "output": str(out_path), "frustums": str(ply)}

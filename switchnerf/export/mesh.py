@@ -12,11 +12,13 @@ extracts nothing here) gives a triangle mesh with vertex colours, cropped to the
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from switchnerf.errors import SwitchNerfError
+from switchnerf.export.verify import ply_reads_back
 from switchnerf.export.views import training_views
 from switchnerf.io_utils import atomic_path
 
@@ -53,10 +55,10 @@ def export_mesh(run, out_path: Path, *, voxel_size: float | None = None,
 
     diag = run.box.diagonal
     voxel = float(voxel_size) if voxel_size is not None else diag / 512
-    if voxel <= 0:
-        raise SwitchNerfError(f"--voxel-size: must be > 0, got {voxel:g}")
-    if downscale <= 0:
-        raise SwitchNerfError(f"--downscale: must be > 0, got {downscale:g}")
+    if not 0 < voxel < math.inf:
+        raise SwitchNerfError(f"--voxel-size: must be a finite number > 0, got {voxel:g}")
+    if not 0 < downscale < math.inf:
+        raise SwitchNerfError(f"--downscale: must be a finite number > 0, got {downscale:g}")
     cpu = o3c.Device("CPU:0")
     grid = o3d.t.geometry.VoxelBlockGrid(
         attr_names=("tsdf", "weight", "color"), attr_dtypes=(o3c.float32,) * 3,
@@ -94,7 +96,7 @@ def export_mesh(run, out_path: Path, *, voxel_size: float | None = None,
         raise SwitchNerfError(f"{run.run_dir}: TSDF fusion gave an empty mesh ({n_pixels} "
                               f"surface pixels in {n_views} views); try a larger --voxel-size")
     mesh.compute_vertex_normals()
-    with atomic_path(out_path) as tmp:
+    with atomic_path(out_path, verify=ply_reads_back("triangles", len(mesh.triangles))) as tmp:
         if not o3d.io.write_triangle_mesh(str(tmp), mesh):
             raise SwitchNerfError(f"{out_path}: open3d could not write the mesh")
     return {"vertices": len(mesh.vertices), "triangles": len(mesh.triangles), "views": n_views,

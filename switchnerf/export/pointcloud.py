@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from switchnerf.errors import SwitchNerfError
+from switchnerf.export.verify import ply_reads_back
 from switchnerf.export.views import render_random_training_rays
 from switchnerf.io_utils import atomic_path
 from switchnerf.render.palette import colorize_experts
@@ -94,7 +95,7 @@ def export_pointcloud(run, out_path: Path, *, num_points: int = 100_000, color: 
     if color == "expert":
         kept = np.asarray(pcd.points)
         pcd.colors = o3d.utility.Vector3dVector(expert_colors(route_points(run, kept, device=device)))
-    with atomic_path(out_path) as tmp:
+    with atomic_path(out_path, verify=ply_reads_back("points", len(pcd.points))) as tmp:
         if not o3d.io.write_point_cloud(str(tmp), pcd):
             raise SwitchNerfError(f"{out_path}: open3d could not write the point cloud")
     return {"points": len(pcd.points), "outliers_removed": n_raw - len(pcd.points),

@@ -4,7 +4,8 @@ Accepted paths: a dataset folder with ``sparse/0/`` or ``sparse/``, or a model f
 ``cameras.{bin,txt}``. Images are looked up in ``images/`` beside ``sparse/`` (or beside
 the model folder). Camera models: SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL, OPENCV.
 Distorted cameras get pinhole intrinsics (``distortion.pinhole_for``: no blank border) and
-their images are undistorted on first use into ``<model>_undistorted/`` beside the model.
+their images are undistorted on first use into ``<model>_undistorted/`` beside the model
+(one flat file per image, ``images.undistorted_cache_path``).
 
 Frames: COLMAP world->camera (OpenCV axes) becomes c2w with OpenGL axes,
 ``c2w[:3, :3] = R^T diag(1, -1, -1)``, ``c2w[:3, 3] = -R^T t``; then the world is leveled
@@ -22,6 +23,7 @@ from switchnerf.scene.assemble import Camera, assemble_scene
 from switchnerf.scene.colmap_model import ColmapCamera, qvec_to_rotmat, read_model
 from switchnerf.scene.distortion import pinhole_for
 from switchnerf.scene.frames import CV_TO_GL, check_matrix
+from switchnerf.scene.images import undistorted_cache_path
 from switchnerf.scene.types import ImageRecord, Scene, Undistortion
 
 SUPPORTED = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")
@@ -142,7 +144,7 @@ def read_colmap(
                     )
                 ),
             )
-            image_path = (cache_dir / im.name).with_suffix(".png")
+            image_path = undistorted_cache_path(cache_dir, im.name)
         else:
             image_path = src
         rec = ImageRecord(

@@ -30,8 +30,11 @@ def check_matrix(path: Path | str, field: str, value, shape: tuple[int, ...]) ->
         raise input_error(path, field, f"is not numeric ({e})") from None
     if arr.shape != shape:
         raise input_error(path, field, f"has shape {tuple(arr.shape)}, expected {shape}")
-    if not np.all(np.isfinite(arr)):
-        raise input_error(path, field, f"contains NaN or inf: {np.array2string(arr, precision=4)}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = np.argwhere(bad)[0].tolist()
+        raise input_error(path, field, f"contains NaN or inf ({int(bad.sum())} of {arr.size} "
+                          f"entries; first {arr[tuple(first)]} at {first})")
     return arr
 
 

@@ -6,6 +6,9 @@ Layout::
     <root>/{train,val}/metadata/<stem>.pt {'H', 'W', 'c2w' [3, 4], 'intrinsics' [4], 'distortion'}
     <root>/{train,val}/rgbs/<stem>.{png,jpg,...}
 
+An image in ``rgbs/`` without its metadata file is not used, and one warning names such
+images; a metadata file without its image is an error.
+
 Frames. The metadata c2w lives in Mega-NeRF's *normalised DRB* frame (x down, y right,
 z back; translation already ``(t - origin_drb) / pose_scale_factor``) with OpenGL camera
 axes. The internal world is ``world = DRB_TO_WORLD @ drb`` = (y, -z, -x): a proper rotation
@@ -17,6 +20,7 @@ maps to world z as ``z = -(a - origin_drb[0]) / pose_scale_factor``.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +50,8 @@ def load_pt(path: Path) -> dict:
     except FileNotFoundError:
         raise input_error(path, None, "file not found") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for corrupt or unsafe pickles
-        raise input_error(path, None, f"cannot be loaded ({type(e).__name__}: {e})") from None
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+        raise input_error(path, None, f"cannot be loaded ({type(e).__name__}: {first})") from None
     if not isinstance(data, dict):
         raise input_error(path, None, f"expected a dict, got {type(data).__name__}")
     return data
@@ -122,6 +127,20 @@ def _read_record(
     )
 
 
+def _warn_unused_images(split_dir: Path, shown: int = 5) -> list[Path]:
+    """Warn once, naming them, about images in ``split_dir/rgbs`` that have no metadata
+    file in ``split_dir/metadata`` (they are not used); returns them."""
+    metas = {p.stem for p in (split_dir / "metadata").glob("*.pt")}
+    unused = [p for stem, p in find_by_stem(split_dir / "rgbs").items() if stem not in metas]
+    if unused:
+        names = ", ".join(p.name for p in unused[:shown])
+        more = f" and {len(unused) - shown} more" if len(unused) > shown else ""
+        warnings.warn(f"{split_dir / 'rgbs'}: {len(unused)} image(s) without a metadata file in "
+                      f"{split_dir / 'metadata'} are not used: {names}{more}",
+                      UserWarning, stacklevel=3)
+    return unused
+
+
 def read_meganerf(
     root: str | Path, *, altitude_range_m=None, bbox=None, name: str | None = None
 ) -> Scene:
@@ -147,6 +166,8 @@ def read_meganerf(
         metas[split] = sorted(folder.glob("*.pt"))
         if not metas[split]:
             raise input_error(folder, split, "empty split: no *.pt metadata files")
+    for split in metas:
+        _warn_unused_images(root / split)
     estimated = {}
     if "val" not in metas:
         train_i, val_i = holdout_split(len(metas["train"]))

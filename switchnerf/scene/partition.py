@@ -289,7 +289,17 @@ _PALETTE = np.array([
 
 
 def render_partition_map(partition: Partition, scene: Scene, path, *, size: int = 768) -> Path:
-    """Write a top-down PNG of the cells and the cameras; returns the path.
+    """Write :func:`draw_partition_map` as a PNG at ``path`` (atomically); returns the path."""
+    from switchnerf.io_utils import atomic_path, readable_image
+
+    path = Path(path)
+    with atomic_path(path, verify=readable_image) as tmp:
+        draw_partition_map(partition, scene, size=size).save(tmp, format="PNG")
+    return path
+
+
+def draw_partition_map(partition: Partition, scene: Scene, *, size: int = 768):
+    """A top-down RGB ``PIL.Image`` of the cells and the cameras.
 
     Each pixel of the ground plane (z = the centroids' altitude) takes the colour of its
     nearest centroid; pixels inside the margin of two or more cells are hatched (the overlap).
@@ -341,10 +351,4 @@ def render_partition_map(partition: Partition, scene: Scene, path, *, size: int 
         rgb = tuple(int(v) for v in _PALETTE[j % len(_PALETTE)])
         draw.ellipse([x - 6, y - 6, x + 6, y + 6], fill=rgb, outline=(0, 0, 0), width=2)
         draw.text((x + 8, y - 6), str(j), fill=(0, 0, 0))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from switchnerf.io_utils import atomic_path
-
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-    return path
+    return img

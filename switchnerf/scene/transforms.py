@@ -4,7 +4,8 @@ Intrinsics ``fl_x, fl_y, cx, cy, w, h`` may be global or per frame (a frame's ow
 win); without ``fl_x`` the focal comes from ``camera_angle_x`` (and ``camera_angle_y``,
 else fy = fx); cx, cy default to the image centre; w, h default to the image file's size.
 ``transform_matrix`` is c2w with OpenGL axes already. Radial-tangential distortion
-(``k1, k2, k3, p1, p2``) is undistorted like COLMAP's, into ``<json stem>_undistorted/``.
+(``k1, k2, k3, p1, p2``) is undistorted like COLMAP's, into ``<json stem>_undistorted/`` (one flat
+file per image, ``images.undistorted_cache_path``).
 Splits: nerfstudio's ``train_filenames`` / ``val_filenames`` (or ``test_filenames``) when
 present, else Blender-style ``transforms_train.json`` + ``transforms_val.json`` (or
 ``_test``), else every 8th frame by file name is val. Sparse points: ``ply_file_path``.
@@ -22,7 +23,7 @@ from switchnerf.errors import input_error
 from switchnerf.scene.assemble import Camera, assemble_scene
 from switchnerf.scene.distortion import pinhole_for
 from switchnerf.scene.frames import check_matrix, check_rotation
-from switchnerf.scene.images import image_size
+from switchnerf.scene.images import image_size, undistorted_cache_path
 from switchnerf.scene.types import ImageRecord, Scene, Undistortion
 
 _DIST_KEYS = ("k1", "k2", "k3", "p1", "p2")
@@ -145,7 +146,7 @@ def read_transforms(
             if any(dist.values()):
                 und = Undistortion(image, w, h, fx, fy, cx, cy, **dist)
                 fx, fy, cx, cy = pinhole_for(und)
-                image_path = (cache / image.relative_to(base)).with_suffix(".png")
+                image_path = undistorted_cache_path(cache, frame["file_path"])
             split = file_split or named.get(str(Path(frame["file_path"])))
             rec = ImageRecord(
                 index=0,

@@ -1,4 +1,5 @@
-"""Atomic checkpoints: write to a temporary file, fsync, rename; keep the last K and the best.
+"""Atomic checkpoints: write to a temporary file, check it, fsync, rename; keep the last K
+and the best.
 
 A checkpoint is a dict of tensors and plain Python values, so it loads with
 ``torch.load(..., weights_only=True)`` on any device.
@@ -12,7 +13,7 @@ from typing import Any
 
 import torch
 
-from switchnerf.errors import SwitchNerfError
+from switchnerf.errors import SwitchNerfError, one_line
 from switchnerf.io_utils import atomic_path
 
 _STEP_RE = re.compile(r"^step_(\d{8})\.pt$")
@@ -28,14 +29,33 @@ def save_checkpoint(run_dir: Path, step: int, state: dict[str, Any], *, keep_las
     folder = checkpoint_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step_{step:08d}.pt"
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    _save(state, path)
     if is_best:
-        with atomic_path(folder / "best.pt") as tmp:
-            torch.save(state, tmp)
+        _save(state, folder / "best.pt")
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         old.unlink(missing_ok=True)
     return path
+
+
+def _save(state: dict[str, Any], path: Path) -> None:
+    """torch.save under a temporary name, checked (a complete zip archive), then renamed;
+    a failed write (a full disk) is a one-line SwitchNerfError and the old file stays."""
+    with atomic_path(path, verify=_complete_archive) as tmp:
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports write failures so
+            raise SwitchNerfError(f"{path}: cannot be written ({one_line(str(exc), 200)}); "
+                                  "the previous checkpoints are unchanged") from exc
+
+
+def _complete_archive(tmp: Path) -> None:
+    """Raise unless ``tmp`` is a zip archive whose central directory reads (torch.save's
+    format): a truncated file has none."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp) as archive:
+        if not archive.namelist():
+            raise ValueError("an empty archive")
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -61,3 +81,27 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict[str, Any]:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails in many ways
         raise SwitchNerfError(f"{path}: not a readable switchnerf checkpoint ({exc.__class__.__name__})") from None
+
+
+def restore_module(module: torch.nn.Module, state: Any, key: str, path: Path) -> None:
+    """Load ``state[key]`` into ``module``. A checkpoint without that entry, or whose
+    weights do not fit ``module`` (a checkpoint of another config), is a one-line
+    SwitchNerfError naming the file and the entry."""
+    if not isinstance(state, dict) or key not in state:
+        raise SwitchNerfError(f"{path}: {key}: missing (not a switchnerf checkpoint with weights)")
+    try:
+        module.load_state_dict(state[key])
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SwitchNerfError(
+            f"{path}: {key}: the weights do not fit the run's config (a checkpoint of another "
+            f"run or config?): {one_line(str(exc), 240)}") from None
+
+
+def checkpoint_step(state: Any, path: Path) -> int:
+    """The training step a checkpoint was written at; a one-line error when it has none."""
+    step = state.get("step") if isinstance(state, dict) else None
+    if isinstance(step, torch.Tensor) and step.numel() == 1:
+        step = step.item()
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise SwitchNerfError(f"{path}: step: missing or not a step number ({step!r})")
+    return step

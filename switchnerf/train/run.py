@@ -20,7 +20,12 @@ import yaml
 from switchnerf.config import Config, config_from_dict
 from switchnerf.errors import SwitchNerfError
 from switchnerf.io_utils import write_bytes_atomic, write_json_atomic
-from switchnerf.train.checkpoint import latest_checkpoint, load_checkpoint
+from switchnerf.train.checkpoint import (
+    checkpoint_step,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_module,
+)
 
 HEADER = ("config.yaml", "scene.json")
 """The files every run has from its start (``write_run_header``)."""
@@ -118,7 +123,8 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu",
         raise SwitchNerfError(f"{run_dir}: no checkpoint found ({which})")
     state = load_checkpoint(ckpt, map_location=device)
     field, grid, box = build_model(cfg, scene, len(cams), device=device)
-    field.load_state_dict(state["field"])
-    grid.load_state_dict(state["grid"])
+    restore_module(field, state, "field", ckpt)
+    restore_module(grid, state, "grid", ckpt)
     field.eval()
-    return LoadedRun(run_dir, cfg, scene, field, grid, box, cams, int(state["step"]), Path(ckpt))
+    return LoadedRun(run_dir, cfg, scene, field, grid, box, cams, checkpoint_step(state, ckpt),
+                     Path(ckpt))

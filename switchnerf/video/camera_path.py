@@ -27,9 +27,26 @@ from switchnerf.errors import SwitchNerfError
 from switchnerf.video import quaternion as quat
 from switchnerf.video.paths import Keyframe, PathCamera, intrinsics_from_fov
 
-__all__ = ["INTERPOLATIONS", "CameraPath", "Keyframe"]
+__all__ = ["INTERPOLATIONS", "MAX_FRAMES", "MAX_SIDE", "CameraPath", "Keyframe",
+           "check_frame_count"]
 
 INTERPOLATIONS = ("catmull-rom", "linear")
+
+MAX_SIDE = 8192
+"""Largest width or height of a path's frames, in pixels."""
+
+MAX_FRAMES = 100_000
+"""Most frames of one path (``round(seconds * fps)``): about 69 minutes at 24 fps."""
+
+
+def check_frame_count(seconds: float, fps: float) -> int:
+    """``round(seconds * fps)`` for positive finite ``seconds`` and ``fps``, or a
+    SwitchNerfError naming both when that is not in [1, MAX_FRAMES]."""
+    frames = seconds * fps
+    if not (math.isfinite(frames) and 0.5 <= frames < MAX_FRAMES + 0.5):
+        raise SwitchNerfError(f"seconds x fps = {seconds:g} x {fps:g} = {frames:g} frames: "
+                              f"a path has 1 to {MAX_FRAMES} frames")
+    return round(frames)
 
 
 def _catmull_rom(p0, p1, p2, p3, t: float):
@@ -72,6 +89,8 @@ class CameraPath:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
                 raise SwitchNerfError(f"{name}: must be a positive integer, got {v!r}")
+            if v > MAX_SIDE:
+                raise SwitchNerfError(f"{name}: {v} pixels, at most {MAX_SIDE}")
         for name in ("seconds", "fps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
@@ -88,9 +107,7 @@ class CameraPath:
             if not (isinstance(kf.fov, (int, float)) and 0 < kf.fov < 180):
                 raise SwitchNerfError(f"keyframes[{k}].fov: must lie in (0, 180) degrees, "
                                       f"got {kf.fov!r}")
-        if self.n_frames < 1:
-            raise SwitchNerfError(f"seconds x fps = {self.seconds * self.fps:g}: "
-                                  "the path has no frames")
+        check_frame_count(self.seconds, self.fps)
 
     @property
     def n_frames(self) -> int:

@@ -10,6 +10,7 @@ a time, so memory does not grow with the video's length.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from switchnerf.errors import SwitchNerfError
-from switchnerf.io_utils import write_json_atomic
+from switchnerf.io_utils import same_file, write_json_atomic
 from switchnerf.render.palette import EXPERT_PALETTE, colorize_depth, colorize_experts
 from switchnerf.render.volume import RENDER_CHUNK, render_image_rays
 from switchnerf.scene.types import RayBatch, pixel_rays
@@ -101,26 +102,68 @@ def estimate_depth_range(run, path: CameraPath, *, device="cpu", samples: int = 
 
 def write_video(frames_iter: Iterable[np.ndarray], path: Path, fps: float) -> Path:
     """Stream uint8 frames [H, W, 3] (H, W even) to H.264 video; written under a temporary
-    name and renamed when complete, so an existing ``path`` is never left half-written."""
+    name and renamed only once ffmpeg reads the new file back with every frame encoded, so
+    an existing ``path`` is never left half-written or replaced by a broken file (a full
+    disk, an encoder that died): that is a one-line SwitchNerfError naming ``path``."""
     import imageio.v2 as imageio
 
     from switchnerf.io_utils import atomic_path
 
     path = Path(path)
-    with atomic_path(path) as tmp:
+    encoded = [0]
+    with atomic_path(path, verify=lambda tmp: _check_video(tmp, encoded[0])) as tmp:
         writer = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1,
                                     pixelformat="yuv420p", ffmpeg_log_level="error")
         try:
             for frame in frames_iter:
                 writer.append_data(frame)
+                encoded[0] += 1
         finally:
             writer.close()
     return path
 
 
+def _check_video(tmp: Path, frames: int) -> None:
+    """Raise unless ffmpeg reads ``tmp`` as a video of exactly ``frames`` frames."""
+    import imageio_ffmpeg
+
+    try:
+        n, _ = imageio_ffmpeg.count_frames_and_secs(str(tmp))
+    except Exception:  # noqa: BLE001 - ffmpeg's exit status and log: the file is unreadable
+        raise ValueError("ffmpeg cannot read it as a video") from None
+    if n != frames:
+        raise ValueError(f"ffmpeg reads {n} frames, {frames} were encoded")
+
+
 def sidecar_path(out_path: Path) -> Path:
     """OUT.json beside OUT.mp4: frames, timing, path, depth near/far, expert palette."""
     return Path(out_path).with_suffix(".json")
+
+
+SIDECAR_KEYS = ("video", "world_frame", "frames_rendered")
+"""Keys every render info file (the sidecar) has: how an earlier one is recognised."""
+
+
+def check_sidecar_target(out_path: Path, inputs: Iterable[tuple[str, Path | None]] = ()) -> None:
+    """Refuse an ``--output`` whose sidecar OUT.json would overwrite a file that is not an
+    earlier render info file: one of ``inputs`` ((flag, path) pairs, e.g. the camera path
+    given to ``--path``) or any other existing file."""
+    side = sidecar_path(out_path)
+    for flag, given in inputs:
+        if given is not None and same_file(side, given):
+            raise SwitchNerfError(f"--output: {out_path}: its info file {side} is the {flag} "
+                                  "file, which would be overwritten; choose another --output name")
+    if side.is_dir() or (side.exists() and not _is_sidecar(side)):
+        raise SwitchNerfError(f"--output: {out_path}: {side} exists and is not a render info "
+                              "file of switchnerf render; move it or choose another --output name")
+
+
+def _is_sidecar(path: Path) -> bool:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and all(k in obj for k in SIDECAR_KEYS)
 
 
 def check_video_request(path: CameraPath, outputs, out_path: Path) -> None:
@@ -165,6 +208,7 @@ def render_video(run, path: CameraPath, out_path: Path, *, outputs=("rgb",),
     outputs = tuple(outputs)
     out_path = Path(out_path)
     check_video_request(path, outputs, out_path)
+    check_sidecar_target(out_path)
     n = path.n_frames
     shape = (path.height, path.width * len(outputs), 3)
     settings = {"keyframes": [np.asarray(k.c2w).tolist() + [k.fov] for k in path.keyframes],
