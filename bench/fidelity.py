@@ -94,7 +94,7 @@ BENCH_SETS = ["train.eval_every=0", "train.time_budget_s=null",
 
 SMOKE_SCENE = "tinymidcity"
 SMOKE = {"seconds": 2.0, "eval_every": 0.75, "eval_images": 2, "thresholds": "10,12",
-         "seeds": "0", "sets": ["train.rays_per_step=128", "train.log_every=2",
+         "seeds": "0", "sets": ["train.rays_per_step=128", "train.log_every=1",
                                 "sampler.grid_resolution=32", "sampler.steps_per_diagonal=128"]}
 """--smoke: every method on tinymidcity (synthesized into the work folder) for seconds."""
 
