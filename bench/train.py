@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
+from bench.common import eval_indices, parameter_counts, time_to_psnr
 from switchnerf.config import Config, load_config
 
 CPU_BASE = ROOT / "configs" / "cpu-demo.yaml"
@@ -62,19 +63,6 @@ WARMUP_STEPS = 20  # excluded from the mean step time (allocator, first occupanc
 def cpu_config(method: str, extra: list[str] | None = None) -> Config:
     """The CPU-scaled config of ``method`` (cpu-demo.yaml plus the method's overrides)."""
     return load_config(CPU_BASE, CPU_METHODS[method] + list(extra or []))
-
-
-def parameter_counts(field) -> dict[str, int]:
-    """Trainable parameters of a SwitchField: all of them, and the hash tables among them."""
-    return {"total": sum(p.numel() for p in field.parameters() if p.requires_grad),
-            "tables": sum(p.numel() for p in field.table_parameters())}
-
-
-def eval_indices(n_val: int, count: int) -> list[int]:
-    """``count`` val images spread evenly over ``n_val`` (all when count <= 0)."""
-    if count <= 0 or count >= n_val:
-        return list(range(n_val))
-    return sorted({round(k * (n_val - 1) / max(count - 1, 1)) for k in range(count)})
 
 
 def bench_method(method: str, cfg: Config, scene: Path, workdir: Path, *, seconds: float,
@@ -121,11 +109,7 @@ def bench_method(method: str, cfg: Config, scene: Path, workdir: Path, *, second
     finally:
         trainer.close()
     steady = step_times[WARMUP_STEPS:] or step_times
-    reached = {}
-    for thr in thresholds:
-        hit = next((c for c in curve if c["psnr"] is not None and c["psnr"] >= thr), None)
-        reached[f"{thr:g}"] = None if hit is None else {"train_s": hit["train_s"],
-                                                        "step": hit["step"]}
+    reached = time_to_psnr(curve, thresholds)
     return {"method": method, "params_total": params["total"], "params_tables": params["tables"],
             "steps": trainer.step, "train_s": train_s, "rays_per_s": rays / max(train_s, 1e-9),
             "mean_step_s": sum(steady) / len(steady),

@@ -19,7 +19,9 @@ def register(subparsers) -> None:
     info.set_defaults(func=cmd_info)
 
     synth = sub.add_parser("synth", help="render a built-in synthetic city (Mega-NeRF format)")
-    synth.add_argument("name", help="preset (minicity, bigcity) or a scenes/*.yaml with synth:")
+    synth.add_argument(
+        "name", help="preset (minicity, midcity, bigcity) or a scenes/*.yaml with synth:"
+    )
     synth.add_argument(
         "--out", type=Path, default=None, help="output folder (default: the descriptor's path)"
     )

@@ -21,13 +21,29 @@ import numpy as np
 from switchnerf.scene.synth.mesh import FACADE, FOLIAGE, GROUND, ROOF, TRUNK, WALL, MeshBuilder
 from switchnerf.scene.synth.presets import CityPreset
 
-__all__ = ["FACADE", "FOLIAGE", "GROUND", "ROOF", "TRUNK", "WALL", "City", "build_city"]
-CORE, SUBURB, FIELD = range(3)
+__all__ = [
+    "CORE",
+    "FACADE",
+    "FOLIAGE",
+    "GROUND",
+    "ROOF",
+    "TRUNK",
+    "WALL",
+    "City",
+    "block_kind",
+    "build_city",
+]
+CORE, SUBURB, FIELD, PARK, PLAZA, RIVERSIDE = range(6)
 
 ROAD = np.array([0.33, 0.33, 0.35])
 PAVEMENT = np.array([0.62, 0.61, 0.58])
 GRASS = np.array([0.36, 0.55, 0.27])
 MEADOW = np.array([0.45, 0.55, 0.33])  # the plain land beyond the city box
+WATER = np.array([0.20, 0.34, 0.42])
+PATH = np.array([0.74, 0.69, 0.58])  # gravel paths of parks
+PLAZA_STONES = np.array([[0.76, 0.73, 0.67], [0.60, 0.57, 0.53]])  # 5 m checker
+PLAZA_TILE = 5.0  # m
+PATH_HALF_WIDTH = 1.5  # m; a park's paths cross at its block centre
 FIELD_COLOURS = np.array(
     [
         [0.80, 0.71, 0.38],
@@ -103,7 +119,9 @@ class City:
     def ground_color(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Albedo [N, 3] of the ground at points x, y [N]: roads, pavement, grass, fields.
 
-        Field blocks are split in two halves (across x or y) of hashed field colours.
+        Field blocks are split in two halves (across x or y) of hashed field colours. Parks
+        and riverside blocks are lawn (parks with a cross of gravel paths), plazas a stone
+        checker; the river's water covers everything but the roads (bridges).
         """
         p = self.preset
         gx, gy = x / p.block, y / p.block
@@ -115,6 +133,8 @@ class City:
         idx = np.where(split, h % nf, (h >> np.uint64(8)) % nf).astype(np.int64)
         idx[kind == SUBURB] = len(FIELD_COLOURS)
         idx[kind == CORE] = len(FIELD_COLOURS) + 1
+        if p.parks or p.plazas or p.river is not None:
+            idx = self._feature_ground(idx, kind, gx - bi, gy - bj, x, y)
         half = 0.5 * p.road_width
         dx = np.abs(gx - np.round(gx)) * p.block
         dy = np.abs(gy - np.round(gy)) * p.block
@@ -127,8 +147,46 @@ class City:
         idx[outside] = len(FIELD_COLOURS) + 3
         return _GROUND_TABLE[idx]
 
+    def _feature_ground(self, idx, kind, fx, fy, x, y) -> np.ndarray:
+        """Ground table indices of parks, plazas and water; fx, fy in [0, 1) within the block."""
+        p = self.preset
+        n = len(FIELD_COLOURS)
+        idx[(kind == PARK) | (kind == RIVERSIDE)] = n  # lawn
+        path = (np.abs(fx - 0.5) * p.block < PATH_HALF_WIDTH) | (
+            np.abs(fy - 0.5) * p.block < PATH_HALF_WIDTH
+        )
+        idx[(kind == PARK) & path] = n + 5
+        tile = (np.floor(x / PLAZA_TILE) + np.floor(y / PLAZA_TILE)).astype(np.int64) % 2
+        plaza = kind == PLAZA
+        idx[plaza] = n + 6 + tile[plaza]
+        if p.river is not None:
+            inside = (np.abs(x) <= p.half_extent) & (np.abs(y) <= p.half_extent)
+            idx[inside & (np.abs(river_offset(p, x, y)) < 0.5 * p.river[1])] = n + 4
+        return idx
 
-_GROUND_TABLE = np.vstack([FIELD_COLOURS, GRASS, PAVEMENT, ROAD, MEADOW])
+
+_GROUND_TABLE = np.vstack([FIELD_COLOURS, GRASS, PAVEMENT, ROAD, MEADOW, WATER, PATH, PLAZA_STONES])
+
+
+def river_offset(p: CityPreset, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Signed x distance (m) of points x, y [N] from the river's centre line."""
+    return x - x_of_river(p, y)
+
+
+def _near_river(p: CityPreset, bi: np.ndarray, bj: np.ndarray, margin: float = 3.0) -> np.ndarray:
+    """True for blocks whose square comes within ``margin`` m of the river's water."""
+    t = np.linspace(0.0, 1.0, 41)
+    bi, bj = np.asarray(bi)[..., None], np.asarray(bj)[..., None]
+    ys = (bj + t) * p.block  # [..., 41] along the block's y extent
+    centre = x_of_river(p, ys)
+    gap = np.maximum(np.maximum(bi * p.block - centre, centre - (bi + 1) * p.block), 0.0)
+    return gap.min(-1) < 0.5 * p.river[1] + margin
+
+
+def x_of_river(p: CityPreset, y: np.ndarray) -> np.ndarray:
+    """x (m) of the river's centre line at y."""
+    x0, _, amplitude, wavelength = p.river
+    return x0 + amplitude * np.sin(2 * np.pi * y / wavelength)
 
 
 def block_kind(p: CityPreset, bi: np.ndarray, bj: np.ndarray) -> np.ndarray:
@@ -138,7 +196,14 @@ def block_kind(p: CityPreset, bi: np.ndarray, bj: np.ndarray) -> np.ndarray:
     for x, y, r in p.cores:
         core |= np.hypot(cx - x, cy - y) < r
     suburb = np.hypot(cx, cy) < p.suburb_radius
-    return np.where(inside & core, CORE, np.where(inside & suburb, SUBURB, FIELD))
+    kind = np.where(inside & core, CORE, np.where(inside & suburb, SUBURB, FIELD))
+    if p.river is not None:
+        kind = np.where(inside & _near_river(p, bi, bj), RIVERSIDE, kind)
+    for x, y, r in p.parks:
+        kind = np.where(inside & (np.hypot(cx - x, cy - y) < r), PARK, kind)
+    for x, y, r in p.plazas:
+        kind = np.where(inside & (np.hypot(cx - x, cy - y) < r), PLAZA, kind)
+    return kind
 
 
 def _core_block(m: MeshBuilder, rng, p: CityPreset, x0, y0, x1, y1, closeness: float) -> float:
@@ -157,7 +222,7 @@ def _core_block(m: MeshBuilder, rng, p: CityPreset, x0, y0, x1, y1, closeness: f
     for xa, ya, xb, yb in lots:
         s = rng.uniform(1.0, 2.5)
         h = lo_h + (hi_h - lo_h) * closeness**0.8 * rng.uniform(0.35, 1.0)
-        floor = rng.uniform(3.0, 3.4)
+        floor = rng.uniform(*p.facade_floor)
         h = max(lo_h, round(h / floor) * floor)
         wall = TOWER_WALLS[rng.integers(len(TOWER_WALLS))] * rng.uniform(0.92, 1.05)
         glass = np.array([0.20, 0.26, 0.34]) * rng.uniform(0.8, 1.3) + rng.uniform(-0.03, 0.03, 3)
@@ -169,7 +234,7 @@ def _core_block(m: MeshBuilder, rng, p: CityPreset, x0, y0, x1, y1, closeness: f
             np.clip(wall, 0, 1),
             roof,
             window=np.clip(glass, 0, 1),
-            bay=rng.uniform(2.3, 2.9),
+            bay=rng.uniform(*p.facade_bay),
             floor=floor,
         )
         w, d = rng.uniform(3, 6), rng.uniform(3, 6)
@@ -220,6 +285,49 @@ def _suburb_block(m: MeshBuilder, rng, x0, y0, x1, y1) -> float:
     return tallest
 
 
+def _park_block(m: MeshBuilder, rng, x0, y0, x1, y1) -> float:
+    """Trees scattered over a lawn, off the cross of paths; sometimes a pavilion."""
+    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+    k = int(rng.integers(8, 17))
+    xs, ys = rng.uniform(x0 + 3, x1 - 3, k), rng.uniform(y0 + 3, y1 - 3, k)
+    for tx, ty in zip(xs, ys):
+        if min(abs(tx - cx), abs(ty - cy)) > PATH_HALF_WIDTH + 3.0:
+            _tree(m, rng, tx, ty)
+    tallest = 10.0
+    if rng.random() < 0.4:  # a pavilion in one quadrant
+        qx = cx + rng.choice([-1.0, 1.0]) * 0.25 * (x1 - x0)
+        qy = cy + rng.choice([-1.0, 1.0]) * 0.25 * (y1 - y0)
+        h = rng.uniform(3.0, 4.5)
+        m.box(
+            (qx - 3, qy - 2, 0.0), (qx + 3, qy + 2, h), WALL, (0.82, 0.78, 0.70), (0.50, 0.32, 0.26)
+        )
+        tallest = max(tallest, h)
+    return tallest
+
+
+def _riverside_block(m: MeshBuilder, rng, p: CityPreset, x0, y0, x1, y1) -> float:
+    """Lawn down to the water, with trees kept 3 m or more from it."""
+    k = int(rng.integers(4, 11))
+    xs, ys = rng.uniform(x0 + 3, x1 - 3, k), rng.uniform(y0 + 3, y1 - 3, k)
+    keep = np.abs(river_offset(p, xs, ys)) > 0.5 * p.river[1] + 3.0 + 3.0  # canopy radius
+    for tx, ty in zip(xs[keep], ys[keep]):
+        _tree(m, rng, tx, ty)
+    return 10.0
+
+
+def _plaza_block(m: MeshBuilder, rng, x0, y0, x1, y1) -> float:
+    """A stone plaza: a fountain basin with a column in the middle, trees in the corners."""
+    cx, cy = 0.5 * (x0 + x1), 0.5 * (y0 + y1)
+    stone = np.array([0.80, 0.77, 0.70])
+    m.box((cx - 5, cy - 5, 0.0), (cx + 5, cy + 5, 0.8), WALL, stone, WATER)
+    h = rng.uniform(7.0, 11.0)
+    m.box((cx - 0.8, cy - 0.8, 0.8), (cx + 0.8, cy + 0.8, h), WALL, stone, stone)
+    for tx in (x0 + 3.5, x1 - 3.5):
+        for ty in (y0 + 3.5, y1 - 3.5):
+            _tree(m, rng, tx, ty)
+    return max(h, 10.0)
+
+
 def _tree(m: MeshBuilder, rng, x, y) -> None:
     leaf = np.array([0.20, 0.42, 0.18]) * rng.uniform(0.8, 1.25)
     m.tree(
@@ -261,6 +369,12 @@ def build_city(p: CityPreset, seed: int) -> City:
                 )
             elif kind == SUBURB:
                 tallest = max(tallest, _suburb_block(m, rng, x0 + r, y0 + r, x1 - r, y1 - r))
+            elif kind == PARK:
+                tallest = max(tallest, _park_block(m, rng, x0 + r, y0 + r, x1 - r, y1 - r))
+            elif kind == RIVERSIDE:
+                tallest = max(tallest, _riverside_block(m, rng, p, x0 + r, y0 + r, x1 - r, y1 - r))
+            elif kind == PLAZA:
+                tallest = max(tallest, _plaza_block(m, rng, x0 + r, y0 + r, x1 - r, y1 - r))
             elif rng.random() < 0.35:  # a cluster of trees or a row along a field edge
                 k = rng.integers(3, 9)
                 if rng.random() < 0.5:

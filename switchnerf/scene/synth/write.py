@@ -6,6 +6,7 @@ Output (built in a temporary sibling folder, renamed onto ``out_dir`` at the end
     {train,val}/metadata/NNNNNN.pt  {'H', 'W', 'c2w' float32 [3, 4] normalised DRB,
                                      'intrinsics' float32 [fx, fy, cx, cy], 'distortion' zeros [4]}
     {train,val}/rgbs/NNNNNN.png
+    val/regions/NNNNNN.png          presets with region_labels: 255 downtown, 0 elsewhere
     scene.yaml                      descriptor: format, altitude_range_m, bbox, partition_grid
     synth_info.json                 preset, seed, counts, the city's size in metres
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from switchnerf.errors import input_error
 from switchnerf.scene.frames import DRB_TO_WORLD
-from switchnerf.scene.synth.presets import get_preset
+from switchnerf.scene.synth.presets import CityPreset, get_preset
 
 GROUND_MARGIN_M = 1.0  # altitude slab reaches this far below the ground
 TOP_MARGIN_M = 5.0  # and this far above the tallest structure
@@ -52,9 +53,14 @@ def _progress(enabled: bool, total: int, label: str):
 
 
 def synthesize(
-    preset: str, out_dir: str | Path, seed: int = 0, progress: bool = True, overwrite: bool = False
+    preset: str | CityPreset,
+    out_dir: str | Path,
+    seed: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Render the built-in synthetic ``preset`` (see ``presets.PRESETS``) into ``out_dir``.
+    """Render the built-in synthetic ``preset`` (a name in ``presets.PRESETS``, or a
+    CityPreset such as a reduced variant of one) into ``out_dir``.
 
     Deterministic in (preset, seed). Refuses an existing non-empty ``out_dir`` unless
     ``overwrite``. Returns ``out_dir``.
@@ -65,9 +71,10 @@ def synthesize(
     from switchnerf.scene.descriptor import SceneDescriptor, descriptor_yaml
     from switchnerf.scene.synth.city import build_city
     from switchnerf.scene.synth.drone import drone_cameras, intrinsics, val_mask
+    from switchnerf.scene.synth.regions import REGIONS_DIR, RegionRenderer
     from switchnerf.scene.synth.render import CityRenderer
 
-    p = get_preset(preset)
+    p = preset if isinstance(preset, CityPreset) else get_preset(preset)
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise input_error(out_dir, "out", "exists and is not empty (remove it or pass overwrite)")
@@ -76,6 +83,7 @@ def synthesize(
     try:
         city = build_city(p, seed)
         renderer = CityRenderer(city)
+        labeller = RegionRenderer(city) if p.region_labels else None
         c2ws = drone_cameras(p, seed)  # [V, 4, 4] metres, z-up
         is_val = val_mask(p)
         fx, fy, cx, cy = intrinsics(p)
@@ -90,7 +98,7 @@ def synthesize(
             tmp / "coordinates.pt",
         )
         counts = {"train": 0, "val": 0}
-        with _progress(progress, len(c2ws), f"synth {preset}") as bar:
+        with _progress(progress, len(c2ws), f"synth {p.name}") as bar:
             task = bar.add_task("render", total=len(c2ws)) if bar is not None else None
             for k, c2w in enumerate(c2ws):
                 split = "val" if is_val[k] else "train"
@@ -102,6 +110,10 @@ def synthesize(
                 for sub in ("metadata", "rgbs"):
                     (tmp / split / sub).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(rgb).save(tmp / split / "rgbs" / f"{k:06d}.png", compress_level=3)
+                if labeller is not None and split == "val":
+                    label = labeller.label(c2w, fx, fy, cx, cy, w, h, ss=p.supersample)
+                    (tmp / split / REGIONS_DIR).mkdir(exist_ok=True)
+                    Image.fromarray(label).save(tmp / split / REGIONS_DIR / f"{k:06d}.png")
                 torch.save(
                     {
                         "H": h,
@@ -122,7 +134,7 @@ def synthesize(
         shift = DRB_TO_WORLD @ origin  # world (normalised) = (p_metres - shift) / scale
         bbox = ((lo_m - shift) / scale, (hi_m - shift) / scale)
         desc = SceneDescriptor(
-            name=preset,
+            name=p.name,
             path=tmp,
             format="mega-nerf",
             altitude_range_m=(top_m, ground_m),
@@ -133,7 +145,7 @@ def synthesize(
             "# Written by switchnerf's synthetic city generator.\n" + descriptor_yaml(desc, ".")
         )
         info = {
-            "preset": preset,
+            "preset": p.name,
             "seed": seed,
             "views": len(c2ws),
             **counts,
@@ -143,6 +155,8 @@ def synthesize(
             "triangles": len(city.triangles),
             "ray_altitude_range": [top_m, ground_m],
         }
+        if p.region_labels:
+            info["region_labels"] = {"dir": f"val/{REGIONS_DIR}", "downtown": 255, "else": 0}
         (tmp / "synth_info.json").write_text(json.dumps(info, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
