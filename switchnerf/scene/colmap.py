@@ -1,4 +1,4 @@
-"""Reader for COLMAP sparse models (text or binary; parsed by ``colmap_model``).
+"""Reader for COLMAP sparse models (text or binary; read by pycolmap in ``colmap_model``).
 
 Accepted paths: a dataset folder with ``sparse/0/`` or ``sparse/``, or a model folder with
 ``cameras.{bin,txt}``. Images are looked up in ``images/`` beside ``sparse/`` (or beside
@@ -19,7 +19,7 @@ import numpy as np
 
 from switchnerf.errors import input_error
 from switchnerf.scene.assemble import Camera, assemble_scene
-from switchnerf.scene.colmap_model import ColmapCamera, qvec_to_rotmat, read_model
+from switchnerf.scene.colmap_model import ColmapCamera, model_ext, qvec_to_rotmat, read_model
 from switchnerf.scene.distortion import pinhole_for
 from switchnerf.scene.frames import CV_TO_GL, check_matrix
 from switchnerf.scene.types import ImageRecord, Scene, Undistortion
@@ -81,9 +81,7 @@ def read_colmap(
             path, "format", "no COLMAP model (cameras.bin/.txt in ., sparse/0 or sparse)"
         )
     model = read_model(model_dir)
-    images_file = model_dir / (
-        "images.bin" if (model_dir / "cameras.bin").is_file() else "images.txt"
-    )
+    images_file = model_dir / f"images{model_ext(model_dir)}"
     cams_file = images_file.with_name("cameras" + images_file.suffix)
     if not model.images:
         raise input_error(images_file, "images", "empty: the model has no registered images")
