@@ -8,11 +8,14 @@ their images are undistorted on first use into ``<model>_undistorted/`` beside t
 
 Frames: COLMAP world->camera (OpenCV axes) becomes c2w with OpenGL axes,
 ``c2w[:3, :3] = R^T diag(1, -1, -1)``, ``c2w[:3, 3] = -R^T t``; then the world is leveled
-(``assemble.assemble_scene``). COLMAP has no splits: every 8th image by name is val.
+(``assemble.assemble_scene``) by the up direction the dataset's ``sfm.json`` states
+(written by ``scene from-images``, whose models are stored leveled), else by the cameras'.
+COLMAP has no splits: every 8th image by name is val.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,23 @@ def _image_dir(model_dir: Path) -> Path | None:
         if base.name != "sparse" and (base / "images").is_dir():
             return base / "images"
     return None
+
+
+def stated_up(dataset_dir: Path) -> np.ndarray | None:
+    """The up direction [3] in ``<dataset>/sfm.json`` (key ``up``), or None without the file."""
+    report = dataset_dir / "sfm.json"
+    if not report.is_file():
+        return None
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise input_error(report, None, f"is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or "up" not in data:
+        raise input_error(report, "up", "missing")
+    up = check_matrix(report, "up", data["up"], (3,))
+    if not np.linalg.norm(up) > 0:
+        raise input_error(report, "up", f"{up.tolist()} is not a direction")
+    return up
 
 
 def _camera_params(cam: ColmapCamera, path: Path):
@@ -88,6 +108,7 @@ def read_colmap(
     image_dir = _image_dir(model_dir)
     if image_dir is None:
         raise input_error(model_dir, "images", "no images/ folder beside the model")
+    up = stated_up(image_dir.parent)
     cache_dir = model_dir.with_name(model_dir.name + "_undistorted")
     intr = {}
     cameras = []
@@ -165,5 +186,9 @@ def read_colmap(
         points=model.points,
         altitude_range_m=altitude_range_m,
         bbox=bbox,
-        extra={"model_dir": str(model_dir)},
+        extra={
+            "model_dir": str(model_dir),
+            "up_from": "sfm.json" if up is not None else "cameras",
+        },
+        up=up,
     )

@@ -117,7 +117,9 @@ def _explain(folder: Path, ext: str, exc: Exception) -> SwitchNerfError:
         for line in cams.read_text(errors="replace").splitlines():
             el = line.split()
             if len(el) >= 2 and not line.startswith("#") and el[1] not in known:
-                return input_error(cams, "MODEL", f"unknown camera model {el[1]!r} (camera {el[0]})")
+                return input_error(
+                    cams, "MODEL", f"unknown camera model {el[1]!r} (camera {el[0]})"
+                )
     if not (folder / f"images{ext}").is_file():
         return input_error(folder / f"images{ext}", None, "file not found")
     reason = re.sub(r"^\[[^\]]*\]\s*", "", str(exc).strip().splitlines()[0] if str(exc) else "")
