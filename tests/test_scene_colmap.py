@@ -83,3 +83,23 @@ def test_missing_pycolmap_says_how_to_install(tmp_path, monkeypatch):
     write_colmap(tmp_path, world_cameras(3), content_points(10), binary=True)
     monkeypatch.setitem(sys.modules, "pycolmap", None)  # import pycolmap -> ImportError
     _raises(lambda: load_scene(tmp_path), "pycolmap", "pip install")
+
+
+def test_the_up_that_sfm_json_states_is_kept(tmp_path):
+    """A dataset that states its up (scene from-images writes sfm.json) is leveled by it,
+    not by the cameras; a malformed statement is an error naming the file."""
+    c2ws = world_cameras(6)
+    write_colmap(tmp_path, c2ws, content_points(30), binary=True)
+    assert load_scene(tmp_path).extra["up_from"] == "cameras"
+    (tmp_path / "sfm.json").write_text('{"up": [0.0, 0.0, 1.0]}')
+    scene = load_scene(tmp_path)
+    assert scene.extra["up_from"] == "sfm.json" and not scene.estimated["up"]
+    np.testing.assert_allclose(scene.source_to_world, np.eye(4))
+    (tmp_path / "sfm.json").write_text('{"up": [0.0, 1.0, 0.0]}')  # y up: rotated to z
+    scene = load_scene(tmp_path)
+    assert scene.estimated["up"]
+    np.testing.assert_allclose(scene.source_to_world[:3, :3] @ [0, 1, 0], [0, 0, 1], atol=1e-12)
+    (tmp_path / "sfm.json").write_text('{"up": [0, 0]}')
+    _raises(lambda: load_scene(tmp_path), "sfm.json", "up", "shape")
+    (tmp_path / "sfm.json").write_text("{not json")
+    _raises(lambda: load_scene(tmp_path), "sfm.json", "not valid JSON")

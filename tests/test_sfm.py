@@ -2,13 +2,16 @@
 the dataset loads and trains; bad input is one line, exit 2, nothing left behind.
 
 The photos: 12 views of tinycity at 240x180 with surface detail, on a 165-degree arc of
-radius 81 m, 60 m up, looking at the centre (true poses known). The tolerance: after the
+radius 81 m, 60 m up, looking at the centre (true poses known), plus one photo of noise
+that cannot register and must be listed. The tolerance: after the
 Umeyama similarity, every recovered camera centre is within 1% of the true cameras' extent
 (the diagonal of their bounding box, about 180 m here) of the true one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -42,6 +45,7 @@ def photos(tmp_path_factory):
     root = tmp_path_factory.mktemp("sfm")
     ps = render_photos("tinycity", root / "photos", views="arc", n=N_PHOTOS, arc_deg=165.0,
                        image_size=SIZE)
+    _noise(root / "photos" / "zz_noise.png", size=SIZE, seed=99)
     return root, ps
 
 
@@ -49,16 +53,20 @@ def photos(tmp_path_factory):
 def posed(photos):
     root, ps = photos
     out = root / "data"
-    code = cli_main(["scene", "from-images", str(root / "photos"), "--out", str(out),
-                     "--single-camera"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli_main(["scene", "from-images", str(root / "photos"), "--out", str(out),
+                         "--single-camera"])
     assert code == 0
-    return out, ps
+    return out, ps, printed.getvalue()
 
 
 def test_recovered_poses_match_the_truth(posed, capsys):
-    out, ps = posed
+    out, ps, printed = posed
     report = json.loads((out / "sfm.json").read_text())
-    assert report["unregistered"] == [] and len(report["registered"]) == N_PHOTOS
+    assert report["unregistered"] == ["zz_noise.png"] and report["registered"] == list(ps.names)
+    assert "unregistered 1 photos (no pose; not used): zz_noise.png" in printed
+    assert "posed        12 of 13 photos" in printed and "(estimated)" in printed
     assert report["gravity"]["source"] == "ground plane" and report["gravity"]["aerial"]
     scene = load_scene(out)
     assert scene.format == "colmap" and scene.extra["up_from"] == "sfm.json"
@@ -92,7 +100,7 @@ def test_recovered_poses_match_the_truth(posed, capsys):
 
 
 def test_a_short_training_run_on_the_recovered_scene(posed, tmp_path):
-    out, _ = posed
+    out, _, _ = posed
     sets = [a for kv in TINY_TRAIN for a in ("--set", kv)]
     code = cli_main(["train", "--scene", str(out), "--output", str(tmp_path / "run"),
                      "--max-steps", "2", "--device", "cpu", "--store", str(tmp_path / "store"),

@@ -259,11 +259,11 @@ def run_sfm(
     out_dir = Path(out_dir).expanduser().resolve()
     names = photo_names(images_dir)
     _check_out(images_dir, out_dir, overwrite)
+    pycolmap = import_pycolmap()
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     size = check_photos(images_dir, names, lambda k, n: _notify(on_progress, "check", k, n))
     seconds["check"] = time.perf_counter() - t
-    pycolmap = import_pycolmap()
     pycolmap.set_random_seed(opts.seed)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
