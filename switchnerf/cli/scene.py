@@ -1,4 +1,5 @@
-"""``switchnerf scene ...``: info, synth (and prepare, partition from store_commands).
+"""``switchnerf scene ...``: info, synth (and prepare, partition from scene_store;
+from-images from scene_sfm).
 
 ``register(subparsers)`` adds the ``scene`` group; every leaf sets ``func(args) -> int``.
 """
@@ -31,10 +32,12 @@ def register(subparsers) -> None:
     synth.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     synth.set_defaults(func=cmd_synth)
 
+    from switchnerf.cli.scene_sfm import add_from_images_parser
     from switchnerf.cli.scene_store import add_partition_parser, add_prepare_parser
 
     add_prepare_parser(sub)
     add_partition_parser(sub)
+    add_from_images_parser(sub)
 
 
 def _fmt_range(lo: float, hi: float) -> str:
@@ -44,7 +47,12 @@ def _fmt_range(lo: float, hi: float) -> str:
 def cmd_info(args: argparse.Namespace) -> int:
     from switchnerf.scene.load import load_scene
 
-    scene = load_scene(args.scene)
+    print("\n".join(info_lines(load_scene(args.scene))))
+    return 0
+
+
+def info_lines(scene) -> list[str]:
+    """What ``scene info`` prints about a loaded Scene, one line per item."""
     mpu = scene.metres_per_unit
     est = scene.estimated
     lines = [f"scene        {scene.name}  ({scene.format})  {scene.root}"]
@@ -84,11 +92,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"metres/unit  {mpu:.6g}"
         + ("  (assumed: format has no metric scale)" if est.get("metres_per_unit") else "")
     )
-    if est.get("up"):
+    if scene.extra.get("up_from") == "sfm.json":
+        lines.append("up axis      as sfm.json states (estimated by scene from-images)")
+    elif est.get("up"):
         lines.append("up axis      estimated from the cameras; world rotated so it is +z")
     lines.append(f"partition    {scene.partition_grid[0]} x {scene.partition_grid[1]}")
-    print("\n".join(lines))
-    return 0
+    return lines
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

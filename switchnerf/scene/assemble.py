@@ -49,19 +49,22 @@ def assemble_scene(
     altitude_range_m=None,
     bbox=None,
     extra: dict | None = None,
+    up: np.ndarray | None = None,
 ) -> Scene:
     """Build the Scene from cameras in the source frame (c2w OpenGL) and optional sparse
     points [M, 3] in the same frame.
 
-    If the cameras' up direction (``frames.estimate_up``) is more than 0.5 degrees from +z,
-    the world is rotated (about the origin, smallest rotation) so that it is +z; the
-    rotation is ``scene.source_to_world`` and ``scene.estimated["up"]`` is True. When no
+    If the source's up direction (``up`` when the dataset states it, else estimated from
+    the cameras by ``frames.estimate_up``) is more than 0.5 degrees from +z, the world is
+    rotated (about the origin, smallest rotation) so that it is +z; the rotation is
+    ``scene.source_to_world`` and ``scene.estimated["up"]`` is True. When no
     camera has a split, every 8th camera (name order) is held out as val
     (``estimated["val_split"]``). ``altitude_range_m`` ([top, ground], down axis) and
     ``bbox`` are in the leveled world's units; missing ones are estimated.
     """
     c2ws = np.stack([c.record.c2w for c in cameras])
-    up = estimate_up(c2ws)
+    up = estimate_up(c2ws) if up is None else np.asarray(up, dtype=np.float64)
+    up = up / np.linalg.norm(up)
     level = np.eye(4)
     # metric scale is unknown in these formats: 1 unit is assumed to be 1 metre
     estimated: dict[str, bool] = {"up": False, "metres_per_unit": True}

@@ -1,4 +1,4 @@
-"""Reader for COLMAP sparse models (text or binary; parsed by ``colmap_model``).
+"""Reader for COLMAP sparse models (text or binary; read by pycolmap in ``colmap_model``).
 
 Accepted paths: a dataset folder with ``sparse/0/`` or ``sparse/``, or a model folder with
 ``cameras.{bin,txt}``. Images are looked up in ``images/`` beside ``sparse/`` (or beside
@@ -9,18 +9,21 @@ their images are undistorted on first use into ``<model>_undistorted/`` beside t
 
 Frames: COLMAP world->camera (OpenCV axes) becomes c2w with OpenGL axes,
 ``c2w[:3, :3] = R^T diag(1, -1, -1)``, ``c2w[:3, 3] = -R^T t``; then the world is leveled
-(``assemble.assemble_scene``). COLMAP has no splits: every 8th image by name is val.
+(``assemble.assemble_scene``) by the up direction the dataset's ``sfm.json`` states
+(written by ``scene from-images``, whose models are stored leveled), else by the cameras'.
+COLMAP has no splits: every 8th image by name is val.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from switchnerf.errors import input_error
 from switchnerf.scene.assemble import Camera, assemble_scene
-from switchnerf.scene.colmap_model import ColmapCamera, qvec_to_rotmat, read_model
+from switchnerf.scene.colmap_model import ColmapCamera, model_ext, qvec_to_rotmat, read_model
 from switchnerf.scene.distortion import pinhole_for
 from switchnerf.scene.frames import CV_TO_GL, check_matrix
 from switchnerf.scene.images import undistorted_cache_path
@@ -42,6 +45,23 @@ def _image_dir(model_dir: Path) -> Path | None:
         if base.name != "sparse" and (base / "images").is_dir():
             return base / "images"
     return None
+
+
+def stated_up(dataset_dir: Path) -> np.ndarray | None:
+    """The up direction [3] in ``<dataset>/sfm.json`` (key ``up``), or None without the file."""
+    report = dataset_dir / "sfm.json"
+    if not report.is_file():
+        return None
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise input_error(report, None, f"is not valid JSON ({e})") from None
+    if not isinstance(data, dict) or "up" not in data:
+        raise input_error(report, "up", "missing")
+    up = check_matrix(report, "up", data["up"], (3,))
+    if not np.linalg.norm(up) > 0:
+        raise input_error(report, "up", f"{up.tolist()} is not a direction")
+    return up
 
 
 def _camera_params(cam: ColmapCamera, path: Path):
@@ -83,15 +103,14 @@ def read_colmap(
             path, "format", "no COLMAP model (cameras.bin/.txt in ., sparse/0 or sparse)"
         )
     model = read_model(model_dir)
-    images_file = model_dir / (
-        "images.bin" if (model_dir / "cameras.bin").is_file() else "images.txt"
-    )
+    images_file = model_dir / f"images{model_ext(model_dir)}"
     cams_file = images_file.with_name("cameras" + images_file.suffix)
     if not model.images:
         raise input_error(images_file, "images", "empty: the model has no registered images")
     image_dir = _image_dir(model_dir)
     if image_dir is None:
         raise input_error(model_dir, "images", "no images/ folder beside the model")
+    up = stated_up(image_dir.parent)
     cache_dir = model_dir.with_name(model_dir.name + "_undistorted")
     intr = {}
     cameras = []
@@ -169,5 +188,9 @@ def read_colmap(
         points=model.points,
         altitude_range_m=altitude_range_m,
         bbox=bbox,
-        extra={"model_dir": str(model_dir)},
+        extra={
+            "model_dir": str(model_dir),
+            "up_from": "sfm.json" if up is not None else "cameras",
+        },
+        up=up,
     )

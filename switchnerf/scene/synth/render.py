@@ -3,7 +3,9 @@
 Rays are the scene's own (``switchnerf.scene.rays``: OpenGL axes, pixel centres at +0.5),
 not open3d's ``create_rays_pinhole`` (REFERENCE.md §8). Shading: albedo x (ambient + sun x
 max(0, n.s) x lit), where ``lit`` comes from a shadow ray towards the sun; rays that miss
-get a sky gradient by elevation. Each pixel averages ss x ss sub-pixel rays.
+get a sky gradient by elevation. Each pixel averages ss x ss sub-pixel rays. With
+``detail`` > 0 the albedo is modulated by world-fixed value noise (``texture``), which gives
+structure from motion features to match; the presets render without it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 
 from switchnerf.scene.rays import pixel_rays_numpy
 from switchnerf.scene.synth.city import FACADE, GROUND, City
+from switchnerf.scene.synth.texture import detail_factor
 
 AMBIENT = np.array([0.42, 0.45, 0.50], np.float32)
 SUN = np.array([0.72, 0.69, 0.62], np.float32)
@@ -20,12 +23,14 @@ SKY_ZENITH = np.array([0.36, 0.55, 0.84], np.float32)
 
 
 class CityRenderer:
-    """Holds the open3d scene of a City; ``render`` makes one image."""
+    """Holds the open3d scene of a City; ``render`` makes one image. ``detail``: amplitude of
+    the surface noise (0: the flat colours of the presets)."""
 
-    def __init__(self, city: City):
+    def __init__(self, city: City, detail: float = 0.0):
         import open3d as o3d
 
         self.city = city
+        self.detail = float(detail)
         self.scene = o3d.t.geometry.RaycastingScene()
         self.scene.add_triangles(
             o3d.core.Tensor(city.vertices.astype(np.float32)),
@@ -71,6 +76,8 @@ class CityRenderer:
         f = np.flatnonzero(kind == FACADE)
         if len(f):
             albedo[f] = self._facade(pts[f], n[f], tri[f], albedo[f])
+        if self.detail > 0:
+            albedo *= detail_factor(pts, self.detail, c.seed)[:, None]
         lit = n @ self.sun.astype(np.float32)
         facing = np.flatnonzero(lit > 0)
         sun = np.zeros(len(tri), np.float32)
