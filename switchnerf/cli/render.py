@@ -53,8 +53,8 @@ def register(sub) -> None:
                    help="orbit, spiral, interpolate (through training cameras) or a camera "
                         "path JSON (nerfstudio camera_path or switchnerf keyframes)")
     r.add_argument("--output", required=True, type=Path, help="video file (.mp4, .mov, .mkv)")
-    r.add_argument("--outputs", default="rgb", help="comma list of rgb, depth, experts, opacity "
-                   "(side by side)")
+    r.add_argument("--outputs", default="rgb", help="comma list of rgb, depth, opacity, "
+                   "experts, gate_confidence (side by side)")
     r.add_argument("--seconds", type=float, help=f"duration (default {DEFAULT_SECONDS:g}, or the file's)")
     r.add_argument("--fps", type=float, help=f"frame rate (default {DEFAULT_FPS:g}, or the file's)")
     r.add_argument("--resolution", help="WxH of one panel (default 320x240, or the file's)")
@@ -127,7 +127,12 @@ def cmd_render(args) -> int:
     from switchnerf.cli.common import resolve_device
     from switchnerf.train.run import load_run
     from switchnerf.video.camera_path_io import save_camera_path
-    from switchnerf.video.video_job import OUTPUTS, check_video_request, render_video
+    from switchnerf.video.video_job import (
+        OUTPUTS,
+        Provenance,
+        check_video_request,
+        render_video,
+    )
 
     kind = args.path
     if kind not in PATH_KINDS and not kind.lower().endswith(".json"):
@@ -157,8 +162,9 @@ def cmd_render(args) -> int:
         print(f"camera path: {args.save_path}")
     print(f"rendering {path.n_frames} frames ({path.seconds:g} s at {path.fps:g} fps) of "
           f"{path.width}x{path.height} x {len(outputs)} panel(s): {path.source}")
-    info = render_video(run, path, args.output, outputs=outputs, frames_dir=args.frames_dir,
-                        depth_range=depth_range, device=device)
+    info = render_video(run.renderer, path, args.output,
+                        provenance=Provenance(run.run_dir, run.checkpoint, run.step),
+                        outputs=outputs, frames_dir=args.frames_dir, depth_range=depth_range)
     reused = f", {info['frames_reused']} reused from {args.frames_dir}" if info["frames_reused"] else ""
     print(f"video: {args.output} ({info['frames']} frames in {info['elapsed_s']:.1f} s{reused}); "
           f"info: {Path(args.output).with_suffix('.json')}")
