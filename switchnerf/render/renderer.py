@@ -87,15 +87,20 @@ class Renderer:
                  sampler: SamplerConfig) -> None:
         self.field = field
         self.grid = grid
-        self.box = box
         self.sampler = sampler
-        self._diagonal = box.diagonal  # the box never changes: one host read, not one per step
+        self._box = box
+        self._diagonal = box.diagonal  # the box is fixed: one host read, not one per step
 
     def __repr__(self) -> str:
         return (f"Renderer(experts={getattr(self.field, 'n_experts', '?')}, "
                 f"grid={tuple(self.grid.res)}, device={self.device})")
 
     # ------------------------------------------------------------------ properties
+    @property
+    def box(self) -> BoxFrame:
+        """The foreground box (fixed for the renderer's life)."""
+        return self._box
+
     @property
     def device(self) -> torch.device:
         """Where the field's parameters live (rays are moved there to render)."""
