@@ -127,22 +127,21 @@ def render_heldout(trainer, indices: Sequence[int]) -> Iterator[tuple[object, to
 
     The bench's one call into the evaluation API: adapt it here when that API changes.
     """
-    from switchnerf.render.volume import render_image_rays
     from switchnerf.train.evaluate import eval_view, uses_right_half_protocol
 
+    renderer = trainer.renderer
     right_half = uses_right_half_protocol(trainer.scene, trainer.cfg)
     n_train = len(trainer.scene.images("train"))
-    was_training = trainer.field.training
-    trainer.field.eval()
+    was_training = renderer.field.training
+    renderer.eval()
     try:
         for i in indices:
             view = eval_view(trainer.scene, n_train, i, right_half)
-            out = render_image_rays(trainer.field, trainer.grid, view.rays.to(trainer.device),
-                                    trainer.box, trainer.cfg.sampler,
-                                    use_appearance_index=view.appearance)
-            yield view, out["rgb"].cpu().clamp(0, 1).view(view.height, view.width, 3)
+            out = renderer.render_chunked(view.rays.to(renderer.device),
+                                          use_appearance_index=view.appearance)
+            yield view, out.rgb.cpu().clamp(0, 1).view(view.height, view.width, 3)
     finally:
-        trainer.field.train(was_training)
+        renderer.field.train(was_training)
 
 
 def _region_mask(scene, i: int, view) -> np.ndarray | None:
@@ -256,15 +255,17 @@ def run_one(scene_path: Path, scene_name: str, method: str, seed: int, cfg: Conf
             run_dir: Path, *, seconds: float, eval_every: float, eval_images: int,
             thresholds: list[float]) -> dict:
     """Train one (scene, method, seed) for ``seconds`` of training time and measure it."""
+    from switchnerf.train.data import prepare_training_data
     from switchnerf.train.trainer import Trainer
 
-    trainer = Trainer(cfg, scene_path, run_dir, device="cpu", progress=False)
+    data = prepare_training_data(cfg, scene_path, progress=False)
+    trainer = Trainer(cfg, data, run_dir, device="cpu", progress=False)
     log_path = run_dir / "metrics.jsonl"
     n_val = len(trainer.scene.images("val"))
     picks = eval_indices(n_val, eval_images)
     tag = f"{scene_name} seed {seed} {method}"
     try:
-        params = parameter_counts(trainer.field)
+        params = parameter_counts(trainer.renderer.field)
 
         def periodic(train_s: float) -> None:
             t = time.perf_counter()

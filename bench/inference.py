@@ -5,15 +5,16 @@ training-time path, interleaved in one process.
                               [--out bench/results/inference.json]
 
 RUN defaults to outputs/demo/run (what `make demo` trains). For ``--views`` orbit poses,
-each repeat renders the view twice through ``switchnerf.viewer.render.render_view`` (what
-the viewer and ``switchnerf render`` run, 8192-ray chunks):
+each repeat renders the view twice, in the chunks of ``switchnerf.viewer.render.render_view``
+(what the viewer and ``switchnerf render`` run):
 
-* ``two_pass``: the training-time path run without building a graph: a density pass over
-  every marched sample to find the visible ones, then the full field on them, torch
-  layers for the MLPs and a softmax gate (what inference did before the front-to-back
-  path);
-* ``front_to_back``: the inference path (``torch.no_grad``): each marched sample's
-  geometry once, rays stopped once opaque, colour only where visible, fused native MLPs.
+* ``two_pass``: ``Renderer.render_rays`` with gradients enabled but no parameter recording a
+  graph: a density pass over every marched sample to find the visible ones, then the full
+  field on them, torch layers for the MLPs and a softmax gate (what inference did before
+  the front-to-back path);
+* ``front_to_back``: the inference path (``render_view``, no gradients): each marched
+  sample's geometry once, rays stopped once opaque, colour only where visible, fused
+  native MLPs.
 
 The two are interleaved so that machine load hits both alike; the ratio of their medians
 is the figure to trust on a shared machine. Also reported: samples marched and evaluated
@@ -23,7 +24,6 @@ per ray, and the largest pixel difference between the two images.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import statistics
@@ -51,40 +51,44 @@ def _cameras(run, n: int, width: int, height: int):
     return [PathCamera(k.c2w, fx, fy, cx, cy, width, height) for k in keys[:n]]
 
 
-@contextlib.contextmanager
-def training_time_path():
-    """Gradients on (so ``render_rays`` takes the two-pass path and the MLPs their torch
-    layers) while no parameter records a graph."""
+def two_pass_view(renderer, cam, chunk: int):
+    """The view through the training-time path: gradients on (so ``render_rays`` takes the
+    two-pass path and the MLPs their torch layers), chunk by chunk, no graph recorded (the
+    parameters are frozen)."""
+    from switchnerf.render import RenderOutput, camera_rays
+
+    rays = camera_rays(cam).to(renderer.device)
     with torch.enable_grad():
-        yield
+        parts = [renderer.render_rays(rays[s:s + chunk], use_appearance_index=False)
+                 for s in range(0, len(rays), chunk)]
+    return RenderOutput.cat(parts)
 
 
-def _frozen(run):
-    for p in run.field.parameters():
+def _frozen(renderer):
+    for p in renderer.field.parameters():
         p.requires_grad_(False)
 
 
-def _counts(run, cam) -> dict:
+def _counts(renderer, cam) -> dict:
     """Samples per ray: marched (occupancy grid) and evaluated front to back."""
     from switchnerf.render.front_to_back import evaluate_front_to_back
     from switchnerf.render.sampler import march_rays
-    from switchnerf.render.volume import step_size
     from switchnerf.scene.types import pixel_rays
 
     o, d = pixel_rays(cam.c2w, cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
     n = o.shape[0]
-    ou, du = (o - run.box.lo) / run.box.extent, d / run.box.extent
-    cfg = run.cfg.sampler
+    box, cfg = renderer.box, renderer.sampler
+    ou, du = (o - box.lo) / box.extent, d / box.extent
     with torch.no_grad():
-        s = march_rays(ou, du, torch.zeros(n), torch.full((n,), 1e10), run.grid,
-                       step_size=step_size(run.box, cfg), max_samples_per_ray=cfg.max_samples_per_ray)
+        s = march_rays(ou, du, torch.zeros(n), torch.full((n,), 1e10), renderer.grid,
+                       step_size=renderer.step_size, max_samples_per_ray=cfg.max_samples_per_ray)
         evaluated = [0]
 
         def fn(idx):
             evaluated[0] += idx.numel()
             r = s.ray_indices[idx]
             mid = 0.5 * (s.t_starts[idx] + s.t_ends[idx])
-            return run.field.density(ou[r] + mid[:, None] * du[r]), {}
+            return renderer.field.density(ou[r] + mid[:, None] * du[r]), {}
 
         keep, _, _ = evaluate_front_to_back(fn, s.t_starts, s.t_ends, s.ray_indices, n,
                                             alpha_thre=cfg.alpha_thre,
@@ -104,28 +108,27 @@ def main() -> None:
 
     from switchnerf.ops import backend_name
     from switchnerf.train.run import load_run
-    from switchnerf.viewer.render import render_view
+    from switchnerf.viewer.render import DEFAULT_CHUNK, render_view
 
     width, height = (int(v) for v in args.size.split("x"))
     run = load_run(args.run, device="cpu")
-    _frozen(run)
+    renderer = run.renderer
+    _frozen(renderer)
     cams = _cameras(run, args.views, width, height)
     backend = backend_name()  # builds the native ops before any timing
-    render_view(run, cams[0])  # warm-up
+    render_view(renderer, cams[0])  # warm-up
     times: dict[str, list[float]] = {"two_pass": [], "front_to_back": []}
     max_diff = 0.0
     for _ in range(args.repeats):
         for cam in cams:
-            with training_time_path():
-                t0 = time.perf_counter()
-                a = render_view.__wrapped__(run, cam)  # without its no_grad decorator
-                times["two_pass"].append(time.perf_counter() - t0)
-            with torch.no_grad():
-                t0 = time.perf_counter()
-                b = render_view(run, cam)
-                times["front_to_back"].append(time.perf_counter() - t0)
-            max_diff = max(max_diff, float((a["rgb"] - b["rgb"]).abs().max()))
-    counts = [_counts(run, cam) for cam in cams]
+            t0 = time.perf_counter()
+            a = two_pass_view(renderer, cam, DEFAULT_CHUNK)
+            times["two_pass"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            b = render_view(renderer, cam)
+            times["front_to_back"].append(time.perf_counter() - t0)
+            max_diff = max(max_diff, float((a.rgb - b.rgb).abs().max()))
+    counts = [_counts(renderer, cam) for cam in cams]
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "run": str(args.run), "size": args.size, "backend": backend,

@@ -33,6 +33,12 @@ def _orbit(run, seconds: float, fps: float, width: int, height: int):
                       loop=True, source="orbit")
 
 
+def _provenance(run):
+    from switchnerf.video.video_job import Provenance
+
+    return Provenance(run.run_dir, run.checkpoint, run.step)
+
+
 def _vm_hwm_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -50,8 +56,8 @@ def child_rss(run_dir: str, seconds: float, fps: float, size: str, out: str) -> 
     after_load = _vm_hwm_mib()
     path = _orbit(run, seconds, fps, w, h)
     t0 = time.perf_counter()
-    render_video(run, path, Path(out), outputs=("rgb", "depth", "experts"), device="cpu",
-                 progress=False, log=None)
+    render_video(run.renderer, path, Path(out), provenance=_provenance(run),
+                 outputs=("rgb", "depth", "experts"), progress=False, log=None)
     print(json.dumps({"seconds": seconds, "frames": path.n_frames, "size": size,
                       "wall_s": time.perf_counter() - t0, "vm_hwm_after_load_mib": after_load,
                       "vm_hwm_mib": _vm_hwm_mib()}))
@@ -65,8 +71,8 @@ def throughput(run_dir: Path, frames: int) -> dict:
     path = _orbit(run, frames / 12.0, 12.0, 320, 240)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        render_video(run, path, Path(tmp) / "fps.mp4", outputs=("rgb",), device="cpu",
-                     progress=False, log=None)
+        render_video(run.renderer, path, Path(tmp) / "fps.mp4", provenance=_provenance(run),
+                     outputs=("rgb",), progress=False, log=None)
         elapsed = time.perf_counter() - t0
     return {"resolution": "320x240", "frames": path.n_frames, "elapsed_s": round(elapsed, 2),
             "frames_per_s": round(path.n_frames / elapsed, 4),

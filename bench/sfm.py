@@ -118,15 +118,18 @@ def write_true_dataset(folder: Path, photos, photo_dir: Path, names: list[str],
 
 def train_and_eval(dataset: Path, work: Path, seconds: float) -> dict:
     from switchnerf.config import load_config
-    from switchnerf.train.evaluate import evaluate
+    from switchnerf.train.data import prepare_training_data
+    from switchnerf.train.evaluate import evaluate, uses_right_half_protocol
     from switchnerf.train.trainer import Trainer
 
     cfg = load_config(ROOT / "configs" / "cpu-demo.yaml",
                       [f"train.time_budget_s={seconds}", "train.checkpoint_every=1000000"])
-    trainer = Trainer(cfg, dataset, work / "run", store_dir=work / "store", progress=False)
+    data = prepare_training_data(cfg, dataset, work / "store", progress=False)
+    trainer = Trainer(cfg, data, work / "run", progress=False)
     try:
         summary = trainer.train()
-        result = evaluate(trainer.field, trainer.grid, trainer.box, cfg, trainer.scene)
+        result = evaluate(trainer.renderer, trainer.scene,
+                          right_half=uses_right_half_protocol(trainer.scene, cfg))
     finally:
         trainer.close()
     return {"steps": summary["step"], "train_s": summary["elapsed_s"], "psnr": result["psnr"],

@@ -67,11 +67,14 @@ def cpu_config(method: str, extra: list[str] | None = None) -> Config:
 
 def bench_method(method: str, cfg: Config, scene: Path, workdir: Path, *, seconds: float,
                  eval_every: float, eval_images: int, thresholds: list[float]) -> dict:
-    from switchnerf.train.evaluate import evaluate
+    from switchnerf.train.data import prepare_training_data
+    from switchnerf.train.evaluate import evaluate, uses_right_half_protocol
     from switchnerf.train.trainer import Trainer
 
-    trainer = Trainer(cfg, scene, workdir / method, device="cpu", progress=False)
-    params = parameter_counts(trainer.field)
+    data = prepare_training_data(cfg, scene, progress=False)
+    trainer = Trainer(cfg, data, workdir / method, device="cpu", progress=False)
+    params = parameter_counts(trainer.renderer.field)
+    right_half = uses_right_half_protocol(trainer.scene, cfg)
     picks = eval_indices(len(trainer.scene.images("val")), eval_images)
     curve: list[dict] = []
     eval_wall = 0.0
@@ -79,8 +82,8 @@ def bench_method(method: str, cfg: Config, scene: Path, workdir: Path, *, second
     def run_eval(train_s: float) -> None:
         nonlocal eval_wall
         t = time.perf_counter()
-        result = evaluate(trainer.field, trainer.grid, trainer.box, cfg, trainer.scene,
-                          indices=picks)
+        result = evaluate(trainer.renderer, trainer.scene, indices=picks,
+                          right_half=right_half)
         eval_wall += time.perf_counter() - t
         curve.append({"train_s": train_s, "step": trainer.step, "psnr": result["psnr"],
                       "ssim": result["ssim"]})

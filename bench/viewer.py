@@ -179,7 +179,8 @@ def main() -> None:
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     run = load_run(args.run)
-    viewer = ViewerServer(run, host="127.0.0.1", port=0, max_side=max(w, h))
+    viewer = ViewerServer(run.renderer, run.scene, host="127.0.0.1", port=0,
+                          max_side=max(w, h), checkpoint=run.checkpoint, step=run.step)
     url = f"ws://127.0.0.1:{viewer.port}"
     fov = math.radians(50.0)
     rss: list[tuple[float, float]] = []

@@ -20,7 +20,7 @@ from PIL import Image
 from switchnerf.config import load_config
 from switchnerf.scene.cameras import CameraTable
 from switchnerf.scene.types import ImageRecord, Scene
-from switchnerf.train.builder import build_model
+from switchnerf.train.builder import build_renderer
 from switchnerf.train.checkpoint import save_checkpoint
 from switchnerf.train.run import load_run, write_run_header
 from switchnerf.video.paths import look_at
@@ -61,7 +61,8 @@ def make_run(tmp: Path, monkeypatch: pytest.MonkeyPatch):
                         lambda _path: (scene, cams))
     cfg = load_config(None, TINY)
     torch.manual_seed(0)
-    field, grid, _ = build_model(cfg, scene, len(cams))
+    renderer = build_renderer(cfg, scene, len(cams))
+    field, grid = renderer.field, renderer.grid
     with torch.no_grad():
         for p in field.table_parameters():
             p.uniform_(-1.0, 1.0)

@@ -119,8 +119,8 @@ def _fit_field(cfg, n_images: int):
 @pytest.fixture(scope="session")
 def _tiny_run_built(tmp_path_factory):
     from switchnerf.config import load_config
+    from switchnerf.render import BoxFrame, Renderer
     from switchnerf.render.occupancy import OccupancyGrid
-    from switchnerf.render.volume import BoxFrame, step_size
     from switchnerf.train.checkpoint import save_checkpoint
     from switchnerf.train.run import write_run_header
 
@@ -132,7 +132,7 @@ def _tiny_run_built(tmp_path_factory):
     grid = OccupancyGrid(resolution=cfg.sampler.grid_resolution)
     box = BoxFrame.from_bbox(scene.bbox)
     with torch.no_grad():
-        grid.update(field.density, step=0, step_size=step_size(box, cfg.sampler),
+        grid.update(field.density, step=0, step_size=Renderer(field, grid, box, cfg.sampler).step_size,
                     n_samples_per_cell=4, generator=torch.Generator().manual_seed(0))
     run_dir = root / "run"
     write_run_header(run_dir, cfg, scene.root)

@@ -202,17 +202,19 @@ def tiny_scene(tmp_path_factory):
 
 
 def test_heldout_metrics_agree_with_evaluate(tiny_scene, tmp_path):
-    from switchnerf.train.evaluate import evaluate
+    from switchnerf.train.data import prepare_training_data
+    from switchnerf.train.evaluate import evaluate, uses_right_half_protocol
     from switchnerf.train.trainer import Trainer
 
     cfg, _ = F.method_config("switchnerf++", F.BENCH_SETS + F.SMOKE["sets"])
-    trainer = Trainer(cfg, tiny_scene, tmp_path / "run", progress=False)
+    data = prepare_training_data(cfg, tiny_scene, progress=False)
+    trainer = Trainer(cfg, data, tmp_path / "run", progress=False)
     try:
         for _ in range(3):
             trainer.train_step(next(trainer.stream))
         ours = F.heldout_metrics(trainer, [0, 2])
-        ref = evaluate(trainer.field, trainer.grid, trainer.box, cfg, trainer.scene,
-                       indices=[0, 2])
+        ref = evaluate(trainer.renderer, trainer.scene, indices=[0, 2],
+                       right_half=uses_right_half_protocol(trainer.scene, cfg))
     finally:
         trainer.close()
     assert ref["protocol"] == "mega-nerf right half"

@@ -10,8 +10,9 @@ from test_model_field import _randomise, inputs, tiny_cfg
 
 from switchnerf.config import load_config
 from switchnerf.model import SwitchField
+from switchnerf.render.box import BoxFrame
 from switchnerf.render.occupancy import OccupancyGrid
-from switchnerf.render.volume import BoxFrame, render_image_rays
+from switchnerf.render.renderer import Renderer
 from switchnerf.scene.types import RayBatch
 
 BOX = np.array([[-1.0, -1.0, 0.0], [1.0, 1.0, 1.0]])
@@ -40,24 +41,24 @@ def _render(field, chunk):
     cfg = load_config(None, ["sampler.grid_resolution=8", "sampler.steps_per_diagonal=64"])
     grid = OccupancyGrid(cfg.sampler.grid_resolution)
     grid.binary.fill_(True)  # every cell occupied
-    return render_image_rays(field, grid, _rays(), BoxFrame.from_bbox(BOX), cfg.sampler,
-                             chunk=chunk)
+    return Renderer(field, grid, BoxFrame.from_bbox(BOX), cfg.sampler).render_chunked(
+        _rays(), chunk=chunk)
 
 
 def test_rendering_with_capacity_does_not_depend_on_the_chunk():
     field = _field(capacity_factor=0.5)
     field.eval()
     whole, parts = _render(field, chunk=96), _render(field, chunk=7)
-    assert whole["expert_map"].ge(0).all()  # every ray met samples
+    assert whole.expert_map.ge(0).all()  # every ray met samples
     # identical but for float rounding of differently sized matrix products (dropping
     # per chunk moved pixels by ~1e-4 and depths by ~1e-3 here)
-    torch.testing.assert_close(whole["rgb"], parts["rgb"], rtol=0, atol=1e-6)
-    torch.testing.assert_close(whole["depth"], parts["depth"], rtol=0, atol=1e-5)
-    assert torch.equal(whole["expert_map"], parts["expert_map"])
+    torch.testing.assert_close(whole.rgb, parts.rgb, rtol=0, atol=1e-6)
+    torch.testing.assert_close(whole.depth, parts.depth, rtol=0, atol=1e-5)
+    assert torch.equal(whole.expert_map, parts.expert_map)
     # and equal to rendering without any capacity limit
     free = _field(capacity_factor=None)
     free.eval()
-    torch.testing.assert_close(_render(free, chunk=96)["rgb"], whole["rgb"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(_render(free, chunk=96).rgb, whole.rgb, rtol=0, atol=1e-6)
 
 
 def test_capacity_drops_only_with_gradients_in_training_mode():

@@ -33,10 +33,10 @@ def test_pointcloud_expert_colours_match_routing(tiny_run, tmp_path):
     assert np.median(np.abs(r - BLOB_RADIUS)) < 0.05  # points on the blob's surface
 
     run = load_run(tiny_run.run_dir)
-    lo, ext = run.box.lo.double(), run.box.extent.double()
+    lo, ext = run.renderer.box.lo.double(), run.renderer.box.extent.double()
     unit = ((torch.from_numpy(pts) - lo) / ext).clamp(0, 1).float()
     with torch.no_grad():
-        ids = run.field.route(unit).expert_id
+        ids = run.renderer.field.route(unit).expert_id
     want = EXPERT_PALETTE[ids].double().numpy()
     assert np.abs(cols - want).max() <= 0.5 / 255 + 1e-6  # PLY stores colours as uint8
     assert len(np.unique(ids.numpy())) >= 2  # the gate splits the blob between experts

@@ -172,23 +172,23 @@ def test_gate_top1_without_gradients_matches_softmax():
 
 
 def test_render_without_gradients_equals_two_pass(tiny_run):
-    from switchnerf.render.volume import render_rays
     from switchnerf.scene.types import RayBatch, pixel_rays
     from switchnerf.train.run import load_run
 
-    run = load_run(tiny_run.run_dir)
+    renderer = load_run(tiny_run.run_dir).renderer
     rec = tiny_run.scene.images("train")[0]
     o, d = pixel_rays(rec.c2w, rec.fx, rec.fy, rec.cx, rec.cy, rec.width, rec.height)
     rays = RayBatch(o, d, torch.zeros(len(o)), torch.full((len(o),), 1e10))
     with torch.enable_grad():  # the training-time path: a density pass, then the field
-        two_pass = render_rays(run.field, run.grid, rays, run.box, run.cfg.sampler,
-                               use_appearance_index=False)
+        two_pass = renderer.render_rays(rays, use_appearance_index=False)
     with torch.no_grad():
-        one_pass = render_rays(run.field, run.grid, rays, run.box, run.cfg.sampler,
-                               use_appearance_index=False)
-    assert two_pass["opacity"].max() > 0.5  # the blob is in view
-    for key in ("rgb", "depth", "opacity"):
-        assert torch.allclose(one_pass[key], two_pass[key].detach(), atol=1e-5), key
-    assert torch.equal(one_pass["expert_map"], two_pass["expert_map"])
-    assert torch.equal(one_pass["n_samples"], two_pass["n_samples"])
-    assert one_pass["probs"] is None
+        one_pass = renderer.render_rays(rays, use_appearance_index=False)
+    assert two_pass.opacity.max() > 0.5  # the blob is in view
+    for key in ("rgb", "depth", "opacity", "gate_confidence"):
+        assert torch.allclose(getattr(one_pass, key), getattr(two_pass, key).detach(),
+                              atol=1e-5), key
+    assert torch.equal(one_pass.expert_map, two_pass.expert_map)
+    assert torch.equal(one_pass.n_samples, two_pass.n_samples)
+    assert one_pass.samples.probs is None and two_pass.samples.probs is not None
+    assert torch.equal(one_pass.samples.ray_indices, two_pass.samples.ray_indices)
+    assert torch.equal(one_pass.samples.expert_id, two_pass.samples.expert_id)

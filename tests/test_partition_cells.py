@@ -11,7 +11,7 @@ from test_store_scene import make_scene as make_store_scene
 
 from switchnerf.config import load_config
 from switchnerf.moe.gate import FixedCellRouter
-from switchnerf.render.volume import BoxFrame
+from switchnerf.render.box import BoxFrame
 from switchnerf.scene.partition import GridPartition, make_partition
 from switchnerf.viewer.overlay import find_partition, partition_lines
 
@@ -92,7 +92,7 @@ def test_viewer_overlay_draws_the_router_cells(tmp_path):
     saved.save(tmp_path / "scene" / ".switchnerf" / "partition" / "partition.json")
     box = BoxFrame.from_bbox([[-1.5, -1.0, 0.0], [1.5, 1.0, 1.0]])
     cfg = load_config(None, ["model.routing.kind=fixed", "model.routing.fixed_grid=[2, 4]"])
-    cells = find_partition(scene, cfg, box=box)
+    cells = find_partition(scene, cfg.model.routing, box=box)
     assert cells.grid == (2, 4) and cells.lo == (-1.5, -1.0) and cells.hi == (1.5, 1.0)
     lines = partition_lines(cells)
     np.testing.assert_allclose(lines[:5, 0, 0], [-1.5, -0.75, 0.0, 0.75, 1.5])
@@ -105,6 +105,6 @@ def test_viewer_overlay_draws_the_router_cells(tmp_path):
         assert router(unit).expert_id.item() == j
     # a learned gate draws the saved scene partition
     gate_cfg = load_config(None, [])
-    assert find_partition(scene, gate_cfg, box=box) == saved.cells
+    assert find_partition(scene, gate_cfg.model.routing, box=box) == saved.cells
     with pytest.raises(ValueError, match="box"):
-        find_partition(scene, cfg)
+        find_partition(scene, cfg.model.routing)

@@ -8,7 +8,13 @@ import nerfacc
 import pytest
 import torch
 
-from switchnerf.render import composite, exclusive_sum_per_ray, render_packed, render_weights
+from switchnerf.render import (
+    composite,
+    exclusive_sum_per_ray,
+    render_packed,
+    render_weights,
+    weighted_mean,
+)
 from switchnerf.render.composite import render_weights_torch
 
 
@@ -109,7 +115,7 @@ def test_rays_without_samples_and_empty_input():
     torch.testing.assert_close(out["rgb"], torch.tensor([[0.2, 0.4, 0.6]]).repeat(3, 1))
     assert out["expert_map"].tolist() == [-1, -1, -1]
     assert out["n_samples"].tolist() == [0, 0, 0]
-    assert out["depth_normalised"].tolist() == [0.0, 0.0, 0.0]
+    assert weighted_mean(out["depth"], out["opacity"]).tolist() == [0.0, 0.0, 0.0]
 
 
 def test_render_packed_matches_per_ray_loop():
@@ -141,7 +147,8 @@ def test_render_packed_matches_per_ray_loop():
         assert out["opacity"][r].item() == pytest.approx(acc, rel=1e-5, abs=1e-6)
         assert out["depth"][r].item() == pytest.approx(depth, rel=1e-5, abs=1e-6)
         norm = depth / acc if acc > 0 else 0.0
-        assert out["depth_normalised"][r].item() == pytest.approx(norm, rel=1e-5, abs=1e-6)
+        assert weighted_mean(out["depth"], out["opacity"])[r].item() == pytest.approx(
+            norm, rel=1e-5, abs=1e-6)
         assert out["expert_map"][r].item() == best
         assert out["n_samples"][r].item() == c
         start += c
@@ -157,7 +164,8 @@ def test_render_packed_gradcheck():
     def fn(rgb_, sig_):
         out = render_packed(ts, te, ray_indices, 3, rgb_, sig_,
                             background_rgb=torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64))
-        return out["rgb"], out["depth"], out["opacity"], out["depth_normalised"]
+        return (out["rgb"], out["depth"], out["opacity"],
+                weighted_mean(out["depth"], out["opacity"]))
 
     assert torch.autograd.gradcheck(fn, (rgb, sig))
 

@@ -137,34 +137,32 @@ def test_squad_rotation_is_smooth_across_a_keyframe():
 
 # ------------------------------------------------------------------ correct frames
 def test_frame_at_training_camera_equals_eval_render(tiny_run):
-    from switchnerf.render.volume import render_image_rays
     from switchnerf.train.evaluate import eval_view
     from switchnerf.train.run import load_run
 
-    run = load_run(tiny_run.run_dir)
+    renderer = load_run(tiny_run.run_dir).renderer
     rec = tiny_run.scene.images("val")[0]
-    frame = video_job.render_camera(run, camera_from_record(rec))
+    frame = renderer.render_camera(camera_from_record(rec))
     view = eval_view(tiny_run.scene, tiny_run.n_train, 0, right_half=False)  # as evaluate()
-    ref = render_image_rays(run.field, run.grid, view.rays, run.box, run.cfg.sampler,
-                            use_appearance_index=view.appearance)
-    assert frame["opacity"].max() > 0.5  # the view sees the blob
-    for key in ("rgb", "depth", "opacity", "expert_map"):
-        assert torch.equal(frame[key], ref[key]), key
+    ref = renderer.render_chunked(view.rays, use_appearance_index=view.appearance)
+    assert frame.opacity.max() > 0.5  # the view sees the blob
+    for key in ("rgb", "depth", "opacity", "expert_map", "gate_confidence"):
+        assert torch.equal(getattr(frame, key), getattr(ref, key)), key
 
 
 def test_interpolated_frames_at_training_cameras_match_their_renders(tiny_run):
     from switchnerf.train.run import load_run
     from switchnerf.video.paths import training_keyframes
 
-    run = load_run(tiny_run.run_dir)
+    renderer = load_run(tiny_run.run_dir).renderer
     kfs = training_keyframes(tiny_run.scene, 3)
     path = CameraPath(kfs, 32, 24, 0.5, 10.0)  # 5 frames: keyframes at frames 0, 2, 4
     recs = {tuple(r.c2w[:3, 3]): r for r in tiny_run.scene.images("train")}
     for i in (0, 2, 4):
         cam = path.camera(i)
         rec = recs[tuple(kfs[i // 2].c2w[:3, 3])]
-        got = video_job.render_camera(run, cam)["rgb"]
-        want = video_job.render_camera(run, camera_from_record(rec))["rgb"]
+        got = renderer.render_camera(cam).rgb
+        want = renderer.render_camera(camera_from_record(rec)).rgb
         assert torch.allclose(got, want, atol=1e-4)
 
 
@@ -201,6 +199,7 @@ def test_interrupted_render_resumes_from_frames_dir(tiny_run, tmp_path, monkeypa
     from switchnerf.train.run import load_run
 
     run = load_run(tiny_run.run_dir)
+    provenance = video_job.Provenance(run.run_dir, run.checkpoint, run.step)
     path = CameraPath(orbit_keyframes((0, 0, 0), 1.5, 1.2, 6), 32, 24, 1.0, 6.0, loop=True)
     out, frames = tmp_path / "v.mp4", tmp_path / "frames"
     out.write_bytes(b"previous video")
@@ -215,16 +214,18 @@ def test_interrupted_render_resumes_from_frames_dir(tiny_run, tmp_path, monkeypa
 
     monkeypatch.setattr(video_job, "frame_panels", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        video_job.render_video(run, path, out, outputs=("rgb", "depth"), frames_dir=frames,
-                               progress=False, log=None)
+        video_job.render_video(run.renderer, path, out, provenance=provenance,
+                               outputs=("rgb", "depth"), frames_dir=frames, progress=False,
+                               log=None)
     assert out.read_bytes() == b"previous video"  # never half-written
     assert sorted(p.name for p in frames.glob("*.png")) == ["00000.png", "00001.png", "00002.png"]
     assert not list(tmp_path.glob(".v.*"))  # no temporary video left behind
     (frames / "00001.png").write_bytes((frames / "00001.png").read_bytes()[:40])  # truncated
 
     calls["n"] = -100
-    info = video_job.render_video(run, path, out, outputs=("rgb", "depth"), frames_dir=frames,
-                                  progress=False, log=None)
+    info = video_job.render_video(run.renderer, path, out, provenance=provenance,
+                                  outputs=("rgb", "depth"), frames_dir=frames, progress=False,
+                                  log=None)
     assert calls["n"] == -100 + 4  # frames 1, 3, 4, 5 rendered; 0 and 2 reused
     assert (info["frames_rendered"], info["frames_reused"]) == (4, 2)
     manifest = json.loads((frames / "render.json").read_text())
@@ -234,8 +235,9 @@ def test_interrupted_render_resumes_from_frames_dir(tiny_run, tmp_path, monkeypa
 
     other = CameraPath(path.keyframes, 48, 24, 1.0, 6.0, loop=True)
     with pytest.raises(SwitchNerfError, match="different render"):
-        video_job.render_video(run, other, out, outputs=("rgb", "depth"), frames_dir=frames,
-                               progress=False, log=None)
+        video_job.render_video(run.renderer, other, out, provenance=provenance,
+                               outputs=("rgb", "depth"), frames_dir=frames, progress=False,
+                               log=None)
 
 
 # ------------------------------------------------------------------ bad input
@@ -291,6 +293,8 @@ def test_missing_checkpoint_exits_2(tiny_run, tmp_path, capsys):
 
 
 def test_demo_video_entry_point(tiny_run, tmp_path):
-    out = video_job.render_demo_video(tiny_run.run_dir, tmp_path / "demo.mp4", seconds=0.5, fps=4,
-                                      width=32, height=24)
+    from switchnerf.cli.train import demo_video
+
+    out = demo_video(tiny_run.run_dir, tmp_path / "demo.mp4", seconds=0.5, fps=4, width=32,
+                     height=24)
     assert _count_frames(out) == (2, (24, 96, 3))

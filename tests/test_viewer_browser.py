@@ -38,8 +38,8 @@ def test_browser_shows_rendered_background(tmp_path):
 
     with pytest.MonkeyPatch.context() as mp:
         run = make_run(tmp_path, mp)
-    viewer = ViewerServer(run, port=free_port(), max_side=96)
-    viewer.settings.output = "expert map"  # strong colours: unmistakably not blank
+    viewer = ViewerServer(run.renderer, run.scene, port=free_port(), max_side=96)
+    viewer.settings.output = "experts"  # strong colours: unmistakably not blank
     for what in ("cameras", "box"):
         viewer.overlay.set_visible(what, False)
     try:

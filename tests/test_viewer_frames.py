@@ -9,9 +9,9 @@ import torch
 from _viewer_run import make_run
 from viser import transforms as vtf
 
+from switchnerf.render.colorize import OUTPUTS, colorize
 from switchnerf.scene.types import pixel_rays
 from switchnerf.video.paths import PathCamera, look_at
-from switchnerf.video.video_job import render_camera
 from switchnerf.viewer.frames import (
     ViserPose,
     c2w_from_viser,
@@ -20,7 +20,7 @@ from switchnerf.viewer.frames import (
     viser_from_c2w,
     viser_from_path_camera,
 )
-from switchnerf.viewer.render import output_image, render_view
+from switchnerf.viewer.render import render_view
 
 
 def test_opencv_axes_map_to_opengl_axes():
@@ -75,8 +75,8 @@ def run(tmp_path_factory):
 
 def test_viewer_render_of_a_training_camera_equals_offline_render(run):
     rec = run.scene.images("train")[1]
-    offline = render_camera(run, PathCamera(rec.c2w, rec.fx, rec.fy, rec.cx, rec.cy,
-                                            rec.width, rec.height))
+    offline = run.renderer.render_camera(PathCamera(rec.c2w, rec.fx, rec.fy, rec.cx, rec.cy,
+                                                    rec.width, rec.height))
     # The camera as the browser holds it: viser's wxyz / position / vertical fov / aspect.
     wxyz, position = viser_from_c2w(rec.c2w)
     pose = ViserPose(wxyz, position, fov=2 * math.atan(0.5 * rec.height / rec.fy),
@@ -85,19 +85,21 @@ def test_viewer_render_of_a_training_camera_equals_offline_render(run):
     o1, d1 = pixel_rays(cam.c2w, cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
     o0, d0 = pixel_rays(rec.c2w, rec.fx, rec.fy, rec.cx, rec.cy, rec.width, rec.height)
     assert torch.equal(o1, o0) and torch.allclose(d1, d0, atol=1e-7)
-    viewer = render_view(run, cam)
+    viewer = render_view(run.renderer, cam)
     assert viewer is not None
-    assert offline["opacity"].mean() > 0.5  # the camera sees the field, not just sky
+    assert offline.opacity.mean() > 0.5  # the camera sees the field, not just sky
     for key in ("rgb", "depth", "opacity"):
-        assert torch.allclose(viewer[key], offline[key], atol=1e-5, rtol=1e-5), key
-    assert (viewer["expert_map"] == offline["expert_map"]).float().mean() > 0.99
+        assert torch.allclose(getattr(viewer, key), getattr(offline, key), atol=1e-5,
+                              rtol=1e-5), key
+    assert (viewer.expert_map == offline.expert_map).float().mean() > 0.99
     # Same PathCamera: bit-identical (same rays, same chunks, same calls).
-    direct = render_view(run, PathCamera(rec.c2w, rec.fx, rec.fy, rec.cx, rec.cy,
-                                         rec.width, rec.height))
-    for key in ("rgb", "depth", "opacity", "expert_map"):
-        assert torch.equal(direct[key], offline[key]), key
-    img, _ = output_image(direct, "rgb", rec.width, rec.height, n_experts=4)
-    expect = (offline["rgb"].clamp(0, 1).view(rec.height, rec.width, 3).numpy() * 255 + 0.5)
+    direct = render_view(run.renderer, PathCamera(rec.c2w, rec.fx, rec.fy, rec.cx, rec.cy,
+                                                  rec.width, rec.height))
+    for key in ("rgb", "depth", "opacity", "expert_map", "gate_confidence"):
+        assert torch.equal(getattr(direct, key), getattr(offline, key)), key
+    assert direct.image_size == (rec.height, rec.width)
+    img = colorize(direct, "rgb")
+    expect = (offline.rgb.clamp(0, 1).view(rec.height, rec.width, 3).numpy() * 255 + 0.5)
     assert np.array_equal(img, expect.astype(np.uint8))
 
 
@@ -110,22 +112,24 @@ def test_render_view_abandons_when_stale_and_chunks_agree(run):
         calls.append(1)
         return len(calls) > 2
 
-    assert render_view(run, cam, chunk=64, stale=stale) is None
+    assert render_view(run.renderer, cam, chunk=64, stale=stale) is None
     assert len(calls) == 3  # checked before chunks and rounds, gave up at the third check
     calls.clear()  # one chunk: only the check before its first front-to-back round can abandon
     calls.append(1)
-    assert render_view(run, cam, chunk=rec.width * rec.height, stale=stale) is None
+    assert render_view(run.renderer, cam, chunk=rec.width * rec.height, stale=stale) is None
     assert len(calls) == 3
-    out = render_view(run, cam)
-    for name in ("rgb", "depth", "opacity", "expert map", "gate confidence"):
-        img, info = output_image(out, name, rec.width, rec.height, n_experts=4)
+    out = render_view(run.renderer, cam)
+    for name in OUTPUTS:
+        img = colorize(out, name, n_experts=4)
         assert img.shape == (rec.height, rec.width, 3) and img.dtype == np.uint8
         assert img.std() > 0, name
-    _, info = output_image(out, "depth", rec.width, rec.height, n_experts=4)
+    info = {}
+    colorize(out, "depth", info=info)
     assert 0 < info["near"] < info["far"]
-    _, info = output_image(out, "expert map", rec.width, rec.height, n_experts=4)
+    info = {}
+    colorize(out, "experts", n_experts=4, info=info)
     assert math.isclose(sum(info["share"]), 1.0)
-    g, hit = out["gate_confidence"], out["opacity"] > 0
+    g, hit = out.gate_confidence, out.opacity > 0
     assert ((g[hit] >= 0.25 - 1e-6) & (g[hit] <= 1 + 1e-6)).all() and (g[~hit] == 0).all()
 
 
@@ -142,11 +146,11 @@ def test_render_view_takes_small_chunks_while_contended_with_the_same_pixels(run
         locks.append(1)
         return contextlib.nullcontext()
 
-    alone = render_view(run, cam, lock=lock)
+    alone = render_view(run.renderer, cam, lock=lock)
     assert len(locks) == 1  # the whole view in one chunk
     monkeypatch.setattr(view_render, "SHARED_CHUNK", 1000)
     locks.clear()
-    shared = render_view(run, cam, lock=lock, contended=lambda: True)
+    shared = render_view(run.renderer, cam, lock=lock, contended=lambda: True)
     assert len(locks) == -(-rec.width * rec.height // 1000)
-    for k in alone:
-        assert torch.equal(alone[k], shared[k]), k
+    for k in ("rgb", "depth", "opacity", "expert_map", "n_samples", "gate_confidence"):
+        assert torch.equal(getattr(alone, k), getattr(shared, k)), k

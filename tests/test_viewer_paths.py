@@ -73,16 +73,16 @@ def run(tmp_path_factory):
 
 
 def test_partition_and_expert_points(run):
-    part = find_partition(run.scene, run.cfg)  # no partition.json: the scene's 2x2 grid
+    part = find_partition(run.scene, run.cfg.model.routing)  # no partition.json: the scene's 2x2 grid
     assert part.grid == (2, 2)
     lines = partition_lines(part)
     assert lines.shape == (6, 2, 3)
-    pts, experts = expert_points(run.field, run.grid, run.box, max_points=500)
+    pts, experts = expert_points(run.renderer, max_points=500)
     assert pts.shape == (500, 3) and experts.shape == (500,)
-    lo, hi = run.box.lo.numpy(), run.box.hi.numpy()
+    lo, hi = run.renderer.box.lo.numpy(), run.renderer.box.hi.numpy()
     assert (pts >= lo).all() and (pts <= hi).all()
     unit = torch.from_numpy((pts - lo) / (hi - lo))
-    assert np.array_equal(run.field.route(unit).expert_id.numpy(), experts)
+    assert np.array_equal(run.renderer.field.route(unit).expert_id.numpy(), experts)
 
 
 class _Camera:
@@ -97,7 +97,8 @@ class _Client:
 
 
 def test_editor_keyframes_and_render_video_button(run):
-    viewer = ViewerServer(run, port=free_port(), run_dir=run.run_dir)
+    viewer = ViewerServer(run.renderer, run.scene, port=free_port(), run_dir=run.run_dir,
+                          checkpoint=run.checkpoint, step=run.step)
     try:
         ed = viewer.editor
         for k0 in _path().keyframes:
@@ -115,6 +116,7 @@ def test_editor_keyframes_and_render_video_button(run):
         assert out == run.run_dir / "renders" / "escape.mp4" and out.stat().st_size > 0
         side = json.loads(out.with_suffix(".json").read_text())
         assert side["frames"] == 2 and side["resolution"] == [32, 24]
+        assert side["step"] == run.step and side["checkpoint"] == run.checkpoint.name
         ed._edit(None, "clear")
         ed._load()
         assert len(ed.keyframes) == 2

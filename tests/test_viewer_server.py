@@ -7,18 +7,20 @@ import os
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from _viewer_run import free_port, make_run
 
+from switchnerf.render.colorize import colorize
 from switchnerf.video.paths import PathCamera
 from switchnerf.viewer import ViewerServer
 from switchnerf.viewer.compute import ComputeGate, release_thread_pool
 from switchnerf.viewer.frames import ViserPose, path_camera_from_viser, render_size, viser_from_c2w
 from switchnerf.viewer.probe import ProbeClient
-from switchnerf.viewer.render import output_image, render_view
+from switchnerf.viewer.render import render_view
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def _threads_settle(before: set, timeout: float = 10.0) -> set:
 def test_server_starts_on_free_port_and_stops_without_leftover_threads(run):
     before = {t.ident for t in threading.enumerate()}
     port = free_port()
-    viewer = ViewerServer(run, port=port, run_dir=run.run_dir)
+    viewer = ViewerServer(run.renderer, run.scene, port=port, run_dir=run.run_dir)
     try:
         assert viewer.port == port
         assert viewer.url == f"http://127.0.0.1:{port}"
@@ -57,7 +59,8 @@ def _camera(run, k=2):
 
 
 def test_websocket_client_gets_preview_then_full_render_of_its_camera(run):
-    viewer = ViewerServer(run, port=free_port(), run_dir=run.run_dir, max_side=48)
+    viewer = ViewerServer(run.renderer, run.scene, port=free_port(), run_dir=run.run_dir,
+                          max_side=48)
     viewer.settings.preview_side = 16
     client = ProbeClient(f"ws://127.0.0.1:{viewer.port}")
     try:
@@ -69,15 +72,15 @@ def test_websocket_client_gets_preview_then_full_render_of_its_camera(run):
         assert full is not None and full.shape == (36, 48, 3)
         # The image is the field at that camera (JPEG: compare loosely).
         cam = path_camera_from_viser(ViserPose(wxyz, pos, fov, 640 / 480), 48, 36)
-        expect, _ = output_image(render_view(run, cam), "rgb", 48, 36, n_experts=4)
+        expect = colorize(render_view(run.renderer, cam), "rgb")
         assert np.abs(full.astype(float) - expect.astype(float)).mean() < 8.0
         assert full.std() > 10.0
         session = next(iter(viewer.sessions.values()))
         assert session.stats.full_frames >= 1 and session.idle
         # Changing the output re-renders at full resolution without a preview.
-        viewer.gui.output.value = "expert map"
+        viewer.gui.output.value = "experts"
         deadline = time.time() + 20
-        while viewer.settings.output != "expert map" and time.time() < deadline:
+        while viewer.settings.output != "experts" and time.time() < deadline:
             time.sleep(0.05)
         img = client.wait_background(30.0)
         assert img is not None and img.shape == (36, 48, 3)
@@ -88,14 +91,14 @@ def test_websocket_client_gets_preview_then_full_render_of_its_camera(run):
 
 def test_client_disconnect_mid_render_leaves_no_thread(run):
     before = {t.ident for t in threading.enumerate()}
-    viewer = ViewerServer(run, port=free_port(), max_side=256)
+    viewer = ViewerServer(run.renderer, run.scene, port=free_port(), max_side=256)
     viewer.settings.settle_s = 0.0
     started = threading.Event()
     render = viewer.render_image
 
     def slow_render(cam, stale=None):  # a render that takes many chunks
         started.set()
-        out = render_view(viewer.model, cam, chunk=64, stale=stale, lock=viewer.gate.chunk)
+        out = render_view(viewer.renderer, cam, chunk=64, stale=stale, lock=viewer.gate.chunk)
         return (None, {}) if out is None else (np.zeros((cam.height, cam.width, 3), np.uint8), {})
 
     viewer.render_image = slow_render
@@ -117,7 +120,7 @@ def test_client_disconnect_mid_render_leaves_no_thread(run):
 
 
 def test_render_made_stale_by_camera_move_is_abandoned(run):
-    viewer = ViewerServer(run, port=free_port(), max_side=160)
+    viewer = ViewerServer(run.renderer, run.scene, port=free_port(), max_side=160)
     viewer.settings.preview_side = 160
     viewer.chunk = 512  # many staleness checks per image
     client = ProbeClient(f"ws://127.0.0.1:{viewer.port}")
@@ -143,21 +146,36 @@ def test_render_made_stale_by_camera_move_is_abandoned(run):
 
 
 class _FakeTrainer:
+    """What the viewer may see of a trainer: its public ``step``, ``cfg`` and stop request
+    (no private attributes, so reading one fails)."""
+
+    __slots__ = ("cfg", "step", "stopped")
+
     def __init__(self, run):
-        self.field, self.grid, self.box, self.cfg, self.scene = (run.field, run.grid, run.box,
-                                                                 run.cfg, run.scene)
-        self.step = 0
-        self.run_dir = run.run_dir
-        self._stop_requested = False
+        self.cfg, self.step, self.stopped = run.cfg, 0, False
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stopped
+
+    def request_stop(self) -> None:
+        self.stopped = True
 
 
 class _Stats:
-    psnr, skipped, load = 20.0, False, [0.25, 0.25, 0.25, 0.25]
+    """A step's statistics as the viewer reads them (``StepStats.values()``)."""
+
+    load = (0.25, 0.25, 0.25, 0.25)
+    skipped = False
+
+    def values(self):
+        return SimpleNamespace(psnr=20.0, skipped=False, load=self.load)
 
 
 def test_training_callback_lends_time_to_renders_and_pauses(run):
     trainer = _FakeTrainer(run)
-    viewer = ViewerServer(trainer, port=free_port(), run_dir=run.run_dir, training=True)
+    viewer = ViewerServer(run.renderer, run.scene, port=free_port(), run_dir=run.run_dir,
+                          training=True)
     try:
         viewer.begin_training()
         viewer.gate.render_share = 0.5
@@ -174,7 +192,7 @@ def test_training_callback_lends_time_to_renders_and_pauses(run):
         trainer.step = 1
         viewer.on_step(trainer, _Stats())
         t.join(5.0)
-        assert rendered and viewer.stats.step == 1 and viewer.stats.load == _Stats.load
+        assert rendered and viewer.stats.step == 1 and viewer.stats.load == list(_Stats.load)
         # Paused: on_step blocks (renders run) until resumed.
         viewer.gate.set_paused(True)
         done = threading.Event()
@@ -185,6 +203,16 @@ def test_training_callback_lends_time_to_renders_and_pauses(run):
         with viewer.gate.chunk():  # renders get the model while paused
             pass
         viewer.gate.set_paused(False)
+        assert done.wait(5.0)
+        th.join()
+        # Paused, then the trainer is asked to stop (Ctrl-C): on_step returns at once.
+        viewer.gate.set_paused(True)
+        done.clear()
+        th = threading.Thread(target=lambda: (viewer.on_step(trainer, _Stats()), done.set()))
+        th.start()
+        time.sleep(0.3)
+        assert not done.is_set()
+        trainer.request_stop()
         assert done.wait(5.0)
         th.join()
     finally:
@@ -209,16 +237,14 @@ def test_path_camera_used_by_viewer_is_a_pathcamera(run):
 
 
 def test_render_callback_returns_the_offline_renderers_image(run):
-    from switchnerf.video.video_job import render_camera
-
     rec = run.scene.images("val")[0]
     cam = PathCamera(rec.c2w, rec.fx, rec.fy, rec.cx, rec.cy, rec.width, rec.height)
-    viewer = ViewerServer(run, port=free_port())
+    viewer = ViewerServer(run.renderer, run.scene, port=free_port())
     try:
         img, _ = viewer.render_image(cam)
     finally:
         viewer.stop()
-    offline = render_camera(run, cam)["rgb"].clamp(0, 1).view(rec.height, rec.width, 3)
+    offline = run.renderer.render_camera(cam).rgb.clamp(0, 1).view(rec.height, rec.width, 3)
     assert np.array_equal(img, (offline.numpy() * 255 + 0.5).astype(np.uint8))
 
 

@@ -60,8 +60,7 @@ def _load(args):
     from switchnerf.cli.common import resolve_device
     from switchnerf.train.run import load_run
 
-    device = resolve_device(args.device)
-    return load_run(args.run, device=device, which=args.checkpoint), device
+    return load_run(args.run, device=resolve_device(args.device), which=args.checkpoint)
 
 
 def _bar(label: str, total: int | None):
@@ -82,12 +81,14 @@ def cmd_pointcloud(args) -> int:
     from switchnerf.export.pointcloud import export_pointcloud
 
     _suffix(args.output, ".ply")
-    run, device = _load(args)
+    if args.num_points <= 0:
+        raise SwitchNerfError(f"--num-points: must be > 0, got {args.num_points}")
+    run = _load(args)
     bar, update = _bar("points", args.num_points)
     with bar:
-        info = export_pointcloud(run, args.output, num_points=args.num_points, color=args.color,
-                                 std_ratio=args.std_ratio, seed=args.seed, device=device,
-                                 progress=update)
+        info = export_pointcloud(run.renderer, run.camera_table, args.output,
+                                 num_points=args.num_points, color=args.color,
+                                 std_ratio=args.std_ratio, seed=args.seed, progress=update)
     print(f"point cloud: {info['output']} ({info['points']} points, colour {info['color']}, "
           f"{info['outliers_removed']} outliers removed)")
     return 0
@@ -98,12 +99,14 @@ def cmd_mesh(args) -> int:
     from switchnerf.export.views import view_indices
 
     _suffix(args.output, ".ply")
-    run, device = _load(args)
+    if args.max_views is not None and args.max_views <= 0:
+        raise SwitchNerfError(f"--max-views: must be > 0, got {args.max_views}")
+    run = _load(args)
     total = len(view_indices(len(run.scene.images("train")), args.max_views))
     bar, update = _bar("views", total)
     with bar:
-        info = export_mesh(run, args.output, voxel_size=args.voxel_size, downscale=args.downscale,
-                           max_views=args.max_views, device=device,
+        info = export_mesh(run.renderer, run.scene, args.output, voxel_size=args.voxel_size,
+                           downscale=args.downscale, max_views=args.max_views,
                            progress=lambda n: update(n))
     print(f"mesh: {info['output']} ({info['vertices']} vertices, {info['triangles']} triangles "
           f"from {info['views']} views, voxel {info['voxel_size']:.4g})")

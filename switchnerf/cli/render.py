@@ -34,8 +34,8 @@ def register(sub) -> None:
                         "path JSON (nerfstudio camera_path or switchnerf keyframes)")
     r.add_argument("--output", required=True, type=Path,
                    help="video file (.mp4, .mov, .mkv); its info goes to OUT.json beside it")
-    r.add_argument("--outputs", default="rgb", help="comma list of rgb, depth, experts, opacity "
-                   "(side by side)")
+    r.add_argument("--outputs", default="rgb", help="comma list of rgb, depth, opacity, experts, "
+                   "gate_confidence (side by side)")
     r.add_argument("--seconds", type=positive_float,
                    help=f"duration (default {DEFAULT_SECONDS:g}, or the file's)")
     r.add_argument("--fps", type=positive_float,
@@ -162,7 +162,12 @@ def cmd_render(args) -> int:
     from switchnerf.cli.common import resolve_device
     from switchnerf.train.run import load_run
     from switchnerf.video.camera_path_io import save_camera_path
-    from switchnerf.video.video_job import check_video_request, render_video, sidecar_path
+    from switchnerf.video.video_job import (
+        Provenance,
+        check_video_request,
+        render_video,
+        sidecar_path,
+    )
 
     outputs = tuple(o.strip() for o in args.outputs.split(",") if o.strip())
     check_render_request(args, outputs)
@@ -175,8 +180,9 @@ def cmd_render(args) -> int:
         print(f"camera path: {args.save_path}")
     print(f"rendering {path.n_frames} frames ({path.seconds:g} s at {path.fps:g} fps) of "
           f"{path.width}x{path.height} x {len(outputs)} panel(s): {path.source}")
-    info = render_video(run, path, args.output, outputs=outputs, frames_dir=args.frames_dir,
-                        depth_range=args.depth_range, device=device)
+    info = render_video(run.renderer, path, args.output,
+                        provenance=Provenance(run.run_dir, run.checkpoint, run.step),
+                        outputs=outputs, frames_dir=args.frames_dir, depth_range=args.depth_range)
     reused = f", {info['frames_reused']} reused from {args.frames_dir}" if info["frames_reused"] else ""
     print(f"video: {args.output} ({info['frames']} frames in {info['elapsed_s']:.1f} s{reused}); "
           f"info: {sidecar_path(args.output)}")

@@ -75,6 +75,7 @@ def _resume_config(args):
 
 def cmd_train(args) -> int:
     from switchnerf.cli.common import check_scene_arg
+    from switchnerf.train.data import prepare_training_data
     from switchnerf.train.trainer import Trainer, prepare_run_dir
 
     if args.resume and args.overwrite:
@@ -85,11 +86,13 @@ def cmd_train(args) -> int:
     device = resolve_device(args.device)
     check_scene_arg(args.scene)
     cfg = None if args.resume else _new_config(args)
-    prepare_run_dir(args.output, resume=args.resume, overwrite=args.overwrite)
+    prepare_run_dir(args.output, resume=args.resume, overwrite=args.overwrite, check_only=True)
     if args.resume:
         cfg = _resume_config(args)
-    trainer = Trainer(cfg, Path(args.scene), args.output, device=device,
-                      resume=args.resume, store_dir=args.store)
+    data = prepare_training_data(cfg, Path(args.scene), args.store)
+    if not args.resume:  # after every check and the store: it may delete the old run
+        prepare_run_dir(args.output, resume=False, overwrite=args.overwrite)
+    trainer = Trainer(cfg, data, args.output, device=device, resume=args.resume)
     viewer = None
     if args.viewer:
         from switchnerf.cli.view import start_training_viewer
@@ -110,7 +113,7 @@ def cmd_train(args) -> int:
 def run_eval(run_dir: Path, *, checkpoint="latest", device="cpu") -> dict:
     """Evaluate every val image of a run; write RUN/eval/metrics.json and side-by-sides."""
     from switchnerf.io_utils import write_json_atomic
-    from switchnerf.train.evaluate import evaluate
+    from switchnerf.train.evaluate import evaluate, uses_right_half_protocol
     from switchnerf.train.metrics import LpipsMetric
     from switchnerf.train.run import load_run
 
@@ -119,8 +122,8 @@ def run_eval(run_dir: Path, *, checkpoint="latest", device="cpu") -> dict:
     if not lp.available:
         print(f"eval: LPIPS reported as null: {lp.reason}")
     out_dir = Path(run_dir) / "eval"
-    result = evaluate(run.field, run.grid, run.box, run.cfg, run.scene, out_dir=out_dir,
-                      lpips=lp, device=device)
+    result = evaluate(run.renderer, run.scene, out_dir=out_dir, lpips=lp,
+                      right_half=uses_right_half_protocol(run.scene, run.cfg))
     result["step"] = run.step
     result["checkpoint"] = run.checkpoint.name
     write_json_atomic(out_dir / "metrics.json", result)
@@ -140,6 +143,7 @@ def cmd_demo(args) -> int:
     """The README's main job: minicity -> store -> train -> eval -> orbit video."""
     from switchnerf.config import load_config
     from switchnerf.scene.load import ensure_synth_scene
+    from switchnerf.train.data import prepare_training_data
     from switchnerf.train.trainer import Trainer, prepare_run_dir
 
     t0 = time.perf_counter()
@@ -150,8 +154,9 @@ def cmd_demo(args) -> int:
     ensure_synth_scene(scene_path)
     t_scene = time.perf_counter() - t0
     run_dir = Path(args.output) / "run"
+    data = prepare_training_data(cfg, scene_path)
     prepare_run_dir(run_dir, resume=False, overwrite=True)  # after every check: it deletes
-    trainer = Trainer(cfg, scene_path, run_dir, device=device)
+    trainer = Trainer(cfg, data, run_dir, device=device)
     try:
         summary = trainer.train()
     finally:
@@ -162,9 +167,7 @@ def cmd_demo(args) -> int:
     t_eval = time.perf_counter() - t0 - t_scene - t_train
     print(f"[demo] held-out PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} "
           f"({result['protocol']}, {len(result['images'])} images)")
-    from switchnerf.video.video_job import render_demo_video
-
-    video = render_demo_video(run_dir, Path(args.output) / "orbit.mp4", device=device)
+    video = demo_video(run_dir, Path(args.output) / "orbit.mp4", device=device)
     total = time.perf_counter() - t0
     print(f"[demo] finished in {total:.0f} s (scene {t_scene:.0f}, train {t_train:.0f}, "
           f"eval {t_eval:.0f}, video {total - t_scene - t_train - t_eval:.0f})")
@@ -173,3 +176,16 @@ def cmd_demo(args) -> int:
     print(f"[demo] images:  {run_dir / 'eval'}")
     print(f"[demo] video:   {video}")
     return 0
+
+
+def demo_video(run_dir: Path, out_path: Path, *, device="cpu", seconds: float = 4.0,
+               fps: int = 12, width: int = 160, height: int = 120) -> Path:
+    """The demo's short orbit video of a run: rgb | depth | experts side by side."""
+    from switchnerf.train.run import load_run
+    from switchnerf.video.video_job import Provenance, render_orbit_video
+
+    run = load_run(run_dir, device=device)
+    render_orbit_video(run.renderer, run.scene, out_path,
+                       provenance=Provenance(run.run_dir, run.checkpoint, run.step),
+                       seconds=seconds, fps=fps, width=width, height=height)
+    return Path(out_path)

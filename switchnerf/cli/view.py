@@ -38,7 +38,8 @@ def cmd_view(args: argparse.Namespace) -> int:
     from switchnerf.viewer import ViewerServer
 
     run = load_run(args.run, device=resolve_device(args.device), which=args.checkpoint)
-    viewer = ViewerServer(run, host=args.host, port=args.port, run_dir=run.run_dir,
+    viewer = ViewerServer(run.renderer, run.scene, host=args.host, port=args.port,
+                          run_dir=run.run_dir, checkpoint=run.checkpoint, step=run.step,
                           max_side=args.resolution)
     print(f"viewer: {viewer.url}  (run {run.run_dir}, step {run.step}; Ctrl-C to stop)",
           flush=True)
@@ -60,8 +61,8 @@ def start_training_viewer(trainer, *, port: int = 7007, host: str = "127.0.0.1")
     """
     from switchnerf.viewer import ViewerServer
 
-    viewer = ViewerServer(trainer, host=host, port=port, run_dir=trainer.run_dir,
-                          training=True)
+    viewer = ViewerServer(trainer.renderer, trainer.scene, host=host, port=port,
+                          run_dir=trainer.run_dir, step=trainer.step, training=True)
     viewer.begin_training()
     print(f"viewer: {viewer.url}  (live; renders share time with training)", flush=True)
     return viewer

@@ -21,6 +21,7 @@ from switchnerf.errors import SwitchNerfError
 from switchnerf.export.verify import ply_reads_back
 from switchnerf.export.views import training_views
 from switchnerf.io_utils import atomic_path
+from switchnerf.render.renderer import Renderer
 
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 
@@ -41,10 +42,11 @@ def z_depth(cam, ray_depth: np.ndarray) -> np.ndarray:
     return ray_depth / norm
 
 
-def export_mesh(run, out_path: Path, *, voxel_size: float | None = None,
+def export_mesh(renderer: Renderer, scene, out_path: Path, *, voxel_size: float | None = None,
                 trunc_voxels: float = 4.0, downscale: float = 1.0, max_views: int | None = None,
-                min_weight: float = 0.5, device="cpu", progress=None) -> dict:
-    """Fuse the training views of ``run`` into a coloured triangle mesh PLY at ``out_path``.
+                min_weight: float = 0.5, progress=None) -> dict:
+    """Fuse ``renderer``'s renders of the scene's training views into a coloured triangle
+    mesh PLY at ``out_path``.
 
     voxel_size: TSDF voxel edge in world units (default: box diagonal / 512);
     trunc_voxels: truncation distance in voxels; min_weight: marching cubes skips voxels
@@ -53,7 +55,7 @@ def export_mesh(run, out_path: Path, *, voxel_size: float | None = None,
     import open3d as o3d
     import open3d.core as o3c
 
-    diag = run.box.diagonal
+    diag = renderer.box.diagonal
     voxel = float(voxel_size) if voxel_size is not None else diag / 512
     if not 0 < voxel < math.inf:
         raise SwitchNerfError(f"--voxel-size: must be a finite number > 0, got {voxel:g}")
@@ -65,7 +67,7 @@ def export_mesh(run, out_path: Path, *, voxel_size: float | None = None,
         attr_channels=((1), (1), (3)), voxel_size=voxel, block_resolution=16,
         block_count=10_000, device=cpu)
     n_views = n_pixels = 0
-    for view in training_views(run, downscale=downscale, max_views=max_views, device=device):
+    for view in training_views(renderer, scene, downscale=downscale, max_views=max_views):
         cam = view.cam
         ok = (view.opacity > 0.5) & np.isfinite(view.depth)
         n_views += 1
@@ -86,14 +88,14 @@ def export_mesh(run, out_path: Path, *, voxel_size: float | None = None,
                                                        trunc_voxels)
         grid.integrate(blocks, depth_img, color_img, k, k, ext, 1.0, depth_max, trunc_voxels)
     if n_pixels == 0:
-        raise SwitchNerfError(f"{run.run_dir}: no rendered pixel reached opacity 0.5 in "
+        raise SwitchNerfError(f"{out_path}: no rendered pixel reached opacity 0.5 in "
                               f"{n_views} views; nothing to fuse")
     mesh = grid.extract_triangle_mesh(weight_threshold=min_weight).to_legacy()
-    lo, hi = run.box.lo.cpu().double().numpy(), run.box.hi.cpu().double().numpy()
+    lo, hi = renderer.box.lo.cpu().double().numpy(), renderer.box.hi.cpu().double().numpy()
     mesh = mesh.crop(o3d.geometry.AxisAlignedBoundingBox(lo, hi))
     mesh.remove_unreferenced_vertices()
     if len(mesh.triangles) == 0:
-        raise SwitchNerfError(f"{run.run_dir}: TSDF fusion gave an empty mesh ({n_pixels} "
+        raise SwitchNerfError(f"{out_path}: TSDF fusion gave an empty mesh ({n_pixels} "
                               f"surface pixels in {n_views} views); try a larger --voxel-size")
     mesh.compute_vertex_normals()
     with atomic_path(out_path, verify=ply_reads_back("triangles", len(mesh.triangles))) as tmp:

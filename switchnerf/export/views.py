@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from switchnerf.render.volume import render_image_rays
+from switchnerf.render.renderer import Renderer
 from switchnerf.scene.types import RayBatch
 from switchnerf.video.paths import PathCamera, camera_from_record
-from switchnerf.video.video_job import expected_depth, render_camera
 
 
 @dataclass
@@ -46,28 +45,28 @@ def view_indices(n: int, max_views: int | None) -> list[int]:
     return sorted({round(k * (n - 1) / max(max_views - 1, 1)) for k in range(max_views)})
 
 
-def training_views(run, *, downscale: float = 1.0, max_views: int | None = None,
-                   device="cpu") -> Iterator[RenderedView]:
-    """Render the run's training views one at a time (mean appearance embedding)."""
-    recs = run.scene.images("train")
+def training_views(renderer: Renderer, scene, *, downscale: float = 1.0,
+                   max_views: int | None = None) -> Iterator[RenderedView]:
+    """Render the scene's training views one at a time (mean appearance embedding)."""
+    recs = scene.images("train")
     for i in view_indices(len(recs), max_views):
         cam = scaled_camera(camera_from_record(recs[i]), downscale)
-        out = render_camera(run, cam, device=device)
-        h, w = cam.height, cam.width
-        yield RenderedView(cam, out["rgb"].clamp(0, 1).view(h, w, 3).cpu().numpy(),
-                           expected_depth(out).view(h, w).cpu().numpy(),
-                           out["opacity"].view(h, w).cpu().numpy())
+        out = renderer.render_camera(cam)
+        yield RenderedView(cam, out.image("rgb").clamp(0, 1).cpu().numpy(),
+                           out.expected_depth().view(cam.height, cam.width).cpu().numpy(),
+                           out.image("opacity").cpu().numpy())
 
 
 @torch.no_grad()
-def render_random_training_rays(run, n_rays: int, generator: torch.Generator, *,
-                                device="cpu") -> dict:
-    """Render ``n_rays`` pixels drawn uniformly from all training images.
+def render_random_training_rays(renderer: Renderer, camera_table, n_rays: int,
+                                generator: torch.Generator) -> dict:
+    """Render ``n_rays`` pixels drawn uniformly from all training images of the camera
+    table (mean appearance embedding).
 
     Returns origins, directions float32 [N, 3] (world), rgb [N, 3], depth [N] (expected ray
     distance, NaN where opacity <= 0.01), opacity [N], all on the CPU.
     """
-    table = run.camera_table
+    table = camera_table
     n_train = table.n_train
     img = torch.randint(n_train, (n_rays,), generator=generator)  # [N] global index
     sizes = (table.width[:n_train] * table.height[:n_train]).to(torch.int64)  # [T]
@@ -76,8 +75,6 @@ def render_random_training_rays(run, n_rays: int, generator: torch.Generator, *,
     near = table.near[img].to(torch.float32)
     far = table.far[img].to(torch.float32).clamp(max=1e10)
     rays = RayBatch(origins, dirs, near, far)
-    out = render_image_rays(run.field, run.grid, rays.to(device), run.box, run.cfg.sampler,
-                            use_appearance_index=False)
-    out = {k: v.cpu() for k, v in out.items()}
-    return {"origins": origins, "directions": dirs, "rgb": out["rgb"].clamp(0, 1),
-            "depth": expected_depth(out), "opacity": out["opacity"]}
+    out = renderer.render_chunked(rays.to(renderer.device), use_appearance_index=False).to("cpu")
+    return {"origins": origins, "directions": dirs, "rgb": out.rgb.clamp(0, 1),
+            "depth": out.expected_depth(), "opacity": out.opacity}

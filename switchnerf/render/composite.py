@@ -94,8 +94,8 @@ def render_packed(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays:
         - ``rgb`` [N, 3]: ``sum_r(w * rgb) + (1 - opacity) * background_rgb``;
         - ``opacity`` [N]: ``sum_r(w)``;
         - ``depth`` [N]: ``sum_r(w * t_mid)``, *not* normalised (world units of t; it tends
-          to 0 where the ray is transparent, as nerfacc's ``rendering`` returns it);
-        - ``depth_normalised`` [N]: ``depth / opacity`` where opacity > 0, else 0;
+          to 0 where the ray is transparent, as nerfacc's ``rendering`` returns it;
+          :func:`switchnerf.render.outputs.weighted_mean` normalises it);
         - ``weights`` [M], ``transmittance`` [M], ``alphas`` [M];
         - ``n_samples`` int64 [N]: samples per ray;
         - ``expert_map`` int64 [N] (only when ``expert_ids`` is given): the expert of each
@@ -117,14 +117,10 @@ def render_packed(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays:
     depth = composite(weights, t_mid, ray_indices, n_rays)  # [N]
     if background_rgb is not None:
         colour = colour + (1.0 - opacity)[:, None] * background_rgb.expand(n_rays, 3)
-    positive = opacity > 0
-    safe = torch.where(positive, opacity, torch.ones_like(opacity))
-    depth_normalised = torch.where(positive, depth / safe, torch.zeros_like(depth))
     out = {
         "rgb": colour,
         "opacity": opacity,
         "depth": depth,
-        "depth_normalised": depth_normalised,
         "weights": weights,
         "transmittance": transmittance,
         "alphas": alphas,

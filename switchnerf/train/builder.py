@@ -8,8 +8,9 @@ import torch
 
 from switchnerf.config import Config
 from switchnerf.model import SwitchField
+from switchnerf.render.box import BoxFrame
 from switchnerf.render.occupancy import OccupancyGrid
-from switchnerf.render.volume import BoxFrame
+from switchnerf.render.renderer import Renderer
 
 
 def scene_and_cameras(scene_path: str | Path):
@@ -21,12 +22,13 @@ def scene_and_cameras(scene_path: str | Path):
     return scene, CameraTable.from_scene(scene)
 
 
-def build_model(cfg: Config, scene, n_images: int, *, device="cpu"):
-    """SwitchField, occupancy grid and box frame for ``scene`` on ``device``."""
+def build_renderer(cfg: Config, scene, n_images: int, *, device="cpu") -> Renderer:
+    """A freshly initialised SwitchField (drawn from the global CPU RNG), an empty occupancy
+    grid and the scene's box frame, on ``device``, as one Renderer."""
     field = SwitchField(cfg.model, n_images=n_images).to(device)
     grid = OccupancyGrid(resolution=cfg.sampler.grid_resolution).to(device)
     box = BoxFrame.from_bbox(scene.bbox, device=device)
-    return field, grid, box
+    return Renderer(field, grid, box, cfg.sampler)
 
 
 def build_optimizer(cfg: Config, field: SwitchField) -> torch.optim.Optimizer:

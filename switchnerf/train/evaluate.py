@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from switchnerf.render.palette import colorize_experts
-from switchnerf.render.volume import render_image_rays
+from switchnerf.render.colorize import colorize, to_uint8
+from switchnerf.render.renderer import Renderer, camera_rays
 from switchnerf.scene.types import RayBatch
 from switchnerf.train.metrics import LpipsMetric, psnr, ssim
 
@@ -43,51 +43,51 @@ class EvalView:
 
 
 def eval_view(scene, n_train: int, i: int, right_half: bool) -> EvalView:
+    """Val image ``i``: the rays of its measured columns (camera-table row ``n_train + i``
+    for the appearance) and its ground truth."""
     rec = scene.images("val")[i]
     h, w = rec.height, rec.width
-    origins, dirs = scene.rays_for_image("val", i)
     col0 = w // 2 if right_half else 0
     keep = (torch.arange(h * w) % w) >= col0
-    origins, dirs = origins[keep], dirs[keep]
-    n = origins.shape[0]
+    rays = camera_rays(rec, image_index=n_train + i)[keep]
     image = torch.from_numpy(np.array(scene.load_image("val", i))).float() / 255.0
     target = image[:, col0:, :].contiguous()
-    rays = RayBatch(origins, dirs, torch.full((n,), float(rec.near)),
-                    torch.full((n,), float(min(rec.far, 1e10))), None,
-                    torch.full((n,), n_train + i, dtype=torch.long))
     return EvalView(i, rays, target, h, w - col0, col0, appearance=right_half)
 
 
-def evaluate(field, grid, box, cfg, scene, *, indices=None, out_dir: Path | None = None,
-             lpips: LpipsMetric | None = None, device="cpu") -> dict:
-    """Render val images, measure PSNR/SSIM(/LPIPS), optionally write side-by-sides.
+def evaluate(renderer: Renderer, scene, *, right_half: bool, indices=None,
+             out_dir: Path | None = None, lpips: LpipsMetric | None = None) -> dict:
+    """Render val images, measure PSNR/SSIM(/LPIPS), optionally write side-by-sides
+    (ground truth | render | experts, ``out_dir/val_XXXX.png``).
 
+    right_half: the Mega-NeRF protocol (``uses_right_half_protocol``): measure right halves
+    with each image's own appearance embedding; else whole images with the mean one.
     Returns {"psnr", "ssim", "lpips", "protocol", "images": [per-image dicts]}.
     """
     import imageio.v3 as iio
 
-    right_half = uses_right_half_protocol(scene, cfg)
     n_train = len(scene.images("train"))
     val = scene.images("val")
     indices = list(range(len(val))) if indices is None else list(indices)
     per_image = []
-    was_training = field.training
-    field.eval()
+    was_training = renderer.training
+    renderer.eval()
     for i in indices:
         view = eval_view(scene, n_train, i, right_half)
-        out = render_image_rays(field, grid, view.rays.to(device), box, cfg.sampler,
-                                use_appearance_index=view.appearance)
-        pred = out["rgb"].cpu().clamp(0, 1).view(view.height, view.width, 3)
+        out = renderer.render_chunked(view.rays.to(renderer.device),
+                                      use_appearance_index=view.appearance,
+                                      image_size=(view.height, view.width))
+        pred = out.rgb.cpu().clamp(0, 1).view(view.height, view.width, 3)
         row = {"index": i, "image": Path(val[i].image_path).name,
                "psnr": psnr(pred, view.target), "ssim": ssim(pred, view.target),
                "lpips": lpips(pred, view.target) if lpips is not None else None}
         per_image.append(row)
         if out_dir is not None:
-            experts = colorize_experts(out["expert_map"].cpu().view(view.height, view.width))
-            panel = torch.cat([view.target, pred, torch.as_tensor(experts, dtype=torch.float32)], dim=1)
+            panel = np.concatenate([to_uint8(view.target), colorize(out, "rgb"),
+                                    colorize(out, "experts")], axis=1)
             out_dir.mkdir(parents=True, exist_ok=True)
-            iio.imwrite(out_dir / f"val_{i:04d}.png", (panel.numpy() * 255 + 0.5).astype(np.uint8))
-    field.train(was_training)
+            iio.imwrite(out_dir / f"val_{i:04d}.png", panel)
+    renderer.train(was_training)
 
     def mean(key):
         vals = [r[key] for r in per_image if r[key] is not None]

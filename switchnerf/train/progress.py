@@ -15,6 +15,7 @@ class TrainProgress:
         self._task = None
         self._last_print = 0.0
         self._start = start
+        self._values = None  # the statistics of the last logged step
         self._interactive = enabled and sys.stderr.isatty()
 
     def __enter__(self):
@@ -39,21 +40,29 @@ class TrainProgress:
             self._bar.__exit__(*exc)
 
     @staticmethod
-    def _info(stats, rays_per_s: float) -> str:
-        load = " ".join(f"{100 * v:.0f}" for v in stats.load) if len(stats.load) > 1 else "-"
-        return (f"{rays_per_s / 1000:.1f}k rays/s  loss {stats.loss:.4f}  "
-                f"psnr {stats.psnr:.2f}  spr {stats.samples_per_ray:.0f}  load% {load}")
+    def _info(values, rays_per_s: float) -> str:
+        text = f"{rays_per_s / 1000:.1f}k rays/s"
+        if values is None:
+            return text
+        load = " ".join(f"{100 * v:.0f}" for v in values.load) if len(values.load) > 1 else "-"
+        return (f"{text}  loss {values.loss:.4f}  psnr {values.psnr:.2f}  "
+                f"spr {values.samples_per_ray:.0f}  load% {load}")
 
-    def update(self, step: int, stats, rays_per_s: float) -> None:
+    def update(self, step: int, rays_per_s: float, values=None) -> None:
+        """Advance to ``step``; ``values`` (the step's ``StepValues``, given on logged steps
+        only) refreshes the statistics shown, which otherwise stay those last given."""
         if not self.enabled:
             return
+        if values is not None:
+            self._values = values
+        info = self._info(self._values, rays_per_s)
         if self._bar is not None:
-            self._bar.update(self._task, completed=step, info=self._info(stats, rays_per_s))
+            self._bar.update(self._task, completed=step, info=info)
             return
         now = time.monotonic()
         if now - self._last_print >= self.every_s or step == self.total:
             self._last_print = now
-            print(f"step {step}/{self.total}  {self._info(stats, rays_per_s)}", file=sys.stderr, flush=True)
+            print(f"step {step}/{self.total}  {info}", file=sys.stderr, flush=True)
 
     def note(self, text: str) -> None:
         if not self.enabled:

@@ -20,6 +20,7 @@ import yaml
 from switchnerf.config import Config, config_from_dict
 from switchnerf.errors import SwitchNerfError
 from switchnerf.io_utils import write_bytes_atomic, write_json_atomic
+from switchnerf.render.renderer import Renderer
 from switchnerf.train.checkpoint import (
     checkpoint_step,
     latest_checkpoint,
@@ -89,14 +90,13 @@ def read_scene_path(run_dir: Path) -> Path:
 
 @dataclass
 class LoadedRun:
-    """Everything a consumer needs: config, scene, field (eval mode), occupancy grid, box."""
+    """A trained run, loaded: its config, scene and camera table, and a Renderer of the
+    checkpoint's field and occupancy grid (field in eval mode)."""
 
     run_dir: Path
     cfg: Config
     scene: object
-    field: torch.nn.Module
-    grid: torch.nn.Module
-    box: object
+    renderer: Renderer
     camera_table: object
     step: int
     checkpoint: Path
@@ -108,7 +108,7 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu",
 
     which: ``latest`` (newest step checkpoint), ``best`` (best eval PSNR) or a path.
     """
-    from switchnerf.train.builder import build_model, scene_and_cameras
+    from switchnerf.train.builder import build_renderer, scene_and_cameras
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
@@ -122,9 +122,10 @@ def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu",
     if ckpt is None or not Path(ckpt).is_file():
         raise SwitchNerfError(f"{run_dir}: no checkpoint found ({which})")
     state = load_checkpoint(ckpt, map_location=device)
-    field, grid, box = build_model(cfg, scene, len(cams), device=device)
-    restore_module(field, state, "field", ckpt)
-    restore_module(grid, state, "grid", ckpt)
-    field.eval()
-    return LoadedRun(run_dir, cfg, scene, field, grid, box, cams, checkpoint_step(state, ckpt),
+    with torch.random.fork_rng(devices=[]):  # the initial values are overwritten next
+        renderer = build_renderer(cfg, scene, len(cams), device=device)
+    restore_module(renderer.field, state, "field", ckpt)
+    restore_module(renderer.grid, state, "grid", ckpt)
+    renderer.eval()
+    return LoadedRun(run_dir, cfg, scene, renderer, cams, checkpoint_step(state, ckpt),
                      Path(ckpt))

@@ -1,11 +1,10 @@
-"""Render camera paths of a trained run to frames and a streamed video.
+"""Render camera paths of a trained model to frames and a streamed video.
 
-A video frame is the requested outputs side by side, uint8 [H, W * len(outputs), 3]:
-``rgb``; ``depth`` (expected depth ``sum(w t) / opacity`` in world units through the turbo
-map, near in blue, with one near/far for the whole video; rays with opacity <= 0.01 black);
-``experts`` (the expert of each ray's highest-weight sample in ``EXPERT_PALETTE``, black:
-no sample); ``opacity`` (grey). Frames are rendered and handed to the video writer one at
-a time, so memory does not grow with the video's length.
+A video frame is the requested outputs side by side, uint8 [H, W * len(outputs), 3], each
+panel coloured by ``switchnerf.render.colorize`` (``rgb``, ``depth`` with one near/far
+for the whole video, ``experts``, ``opacity``, ``gate_confidence``). Frames are rendered
+and handed to the video writer one at a time, so memory does not grow with the video's
+length.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,64 +20,43 @@ import torch
 
 from switchnerf.errors import SwitchNerfError
 from switchnerf.io_utils import same_file, write_json_atomic
-from switchnerf.render.palette import EXPERT_PALETTE, colorize_depth, colorize_experts
-from switchnerf.render.volume import RENDER_CHUNK, render_image_rays
-from switchnerf.scene.types import RayBatch, pixel_rays
+from switchnerf.render.colorize import DEPTH_CMAP, DEPTH_MIN_OPACITY, OUTPUTS, colorize
+from switchnerf.render.outputs import RenderOutput
+from switchnerf.render.palette import EXPERT_PALETTE
+from switchnerf.render.renderer import Renderer
 from switchnerf.video.camera_path import CameraPath
 from switchnerf.video.frames_dir import FramesDir
 from switchnerf.video.paths import PathCamera
 
-OUTPUTS = ("rgb", "depth", "experts", "opacity")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
-DEPTH_CMAP = "turbo"
 
 
-def render_camera(run, cam: PathCamera, *, device="cpu", chunk: int = RENDER_CHUNK) -> dict:
-    """Render one camera of a loaded run (mean appearance embedding).
+@dataclass(frozen=True)
+class Provenance:
+    """Which trained model a video shows, recorded in its sidecar and frames manifest.
 
-    Returns rgb [H*W, 3], depth [H*W] (``sum w * t``, world units), opacity [H*W],
-    expert_map int64 [H*W] (-1: no sample), row-major pixels. Rays span
-    [cam.near, min(cam.far, 1e10)], like the eval render of a scene image.
+    run_dir: the run folder; checkpoint: the checkpoint file the weights came from (for a
+    live training, its newest one); step: the training step of the weights.
     """
-    origins, dirs = pixel_rays(cam.c2w, cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
-    n = origins.shape[0]
-    rays = RayBatch(origins, dirs, torch.full((n,), float(cam.near)),
-                    torch.full((n,), float(min(cam.far, 1e10))))
-    return render_image_rays(run.field, run.grid, rays.to(device), run.box, run.cfg.sampler,
-                             chunk=chunk, use_appearance_index=False)
+
+    run_dir: Path
+    checkpoint: Path
+    step: int
 
 
-def expected_depth(out: dict, min_opacity: float = 0.01) -> torch.Tensor:
-    """``depth / opacity`` [N] where opacity > ``min_opacity``, NaN elsewhere."""
-    op = out["opacity"]
-    safe = torch.where(op > 0, op, torch.ones_like(op))
-    return torch.where(op > min_opacity, out["depth"] / safe, torch.full_like(op, float("nan")))
+def frame_panels(out: RenderOutput, outputs, depth_range, n_experts: int) -> np.ndarray:
+    """Side-by-side uint8 [H, W * len(outputs), 3] of the requested outputs of one frame.
 
-
-def frame_panels(out: dict, cam: PathCamera, outputs, depth_range) -> np.ndarray:
-    """Side-by-side uint8 [H, W * len(outputs), 3] of the requested outputs.
-
-    depth_range: (near, far) world units for the depth colour map (see the module doc).
+    depth_range: (near, far) world units for the depth colour map.
     """
-    h, w = cam.height, cam.width
-    panels = []
     for name in outputs:
-        if name == "rgb":
-            img = out["rgb"].clamp(0, 1).view(h, w, 3).cpu().numpy()
-        elif name == "depth":
-            img = colorize_depth(expected_depth(out).view(h, w).cpu(), *depth_range,
-                                 cmap=DEPTH_CMAP)[0].numpy()
-        elif name == "experts":
-            img = colorize_experts(out["expert_map"].view(h, w).cpu()).numpy()
-        elif name == "opacity":
-            img = out["opacity"].view(h, w, 1).expand(h, w, 3).cpu().numpy()
-        else:
+        if name not in OUTPUTS:
             raise SwitchNerfError(f"--outputs: unknown output {name!r} (choose from {', '.join(OUTPUTS)})")
-        panels.append(np.asarray(img, dtype=np.float32))
-    return (np.clip(np.concatenate(panels, axis=1), 0, 1) * 255 + 0.5).astype(np.uint8)
+    return np.concatenate([colorize(out, name, depth_range=depth_range, n_experts=n_experts)
+                           for name in outputs], axis=1)
 
 
-def estimate_depth_range(run, path: CameraPath, *, device="cpu", samples: int = 5,
+def estimate_depth_range(renderer: Renderer, path: CameraPath, *, samples: int = 5,
                          max_side: int = 48) -> tuple[float, float]:
     """A depth range for the whole video: the 2nd and 98th percentiles of the expected depth
     of rays with opacity > 0.5 over ``samples`` evenly spaced frames rendered small (longest
@@ -91,11 +70,11 @@ def estimate_depth_range(run, path: CameraPath, *, device="cpu", samples: int = 
         s = w / path.width
         small = PathCamera(cam.c2w, cam.fx * s, cam.fy * (h / path.height), cam.cx * s,
                            cam.cy * (h / path.height), w, h, cam.near, cam.far)
-        d = expected_depth(render_camera(run, small, device=device), 0.5)
+        d = renderer.render_camera(small).expected_depth(0.5)
         depths.append(d[torch.isfinite(d)].cpu())
     vals = torch.cat(depths)
     if vals.numel() < 2:
-        return 0.0, 1.5 * run.box.diagonal
+        return 0.0, 1.5 * renderer.box.diagonal
     near, far = torch.quantile(vals.double(), torch.tensor([0.02, 0.98], dtype=torch.float64)).tolist()
     return (float(near), float(far)) if far > near else (float(near), float(near) + 1.0)
 
@@ -194,27 +173,30 @@ def _progress(enabled: bool, total: int):
                     TextColumn("ETA"), TimeRemainingColumn(), disable=not enabled, transient=False)
 
 
-def render_video(run, path: CameraPath, out_path: Path, *, outputs=("rgb",),
-                 frames_dir: Path | None = None, depth_range: tuple[float, float] | None = None,
-                 device="cpu", progress: bool = True,
+def render_video(renderer: Renderer, path: CameraPath, out_path: Path, *,
+                 provenance: Provenance, outputs=("rgb",), frames_dir: Path | None = None,
+                 depth_range: tuple[float, float] | None = None, progress: bool = True,
                  log: Callable[[str], None] | None = print) -> dict:
-    """Render ``path`` of a loaded run to ``out_path`` (OUT.mp4) and a sidecar OUT.json.
+    """Render ``path`` with ``renderer`` to ``out_path`` (OUT.mp4) and a sidecar OUT.json.
 
-    frames_dir: keep every frame as a PNG there; frames already there (from an interrupted
-    render with the same settings) are reused instead of rendered. depth_range: (near,
-    far) of the depth colour map, or None to estimate it (``estimate_depth_range``).
-    Returns the sidecar dict.
+    provenance: the run, checkpoint and step the weights come from (sidecar; a frames
+    folder is reused only for the same ones). frames_dir: keep every frame as a PNG there;
+    frames already there (from an interrupted render with the same settings) are reused
+    instead of rendered. depth_range: (near, far) of the depth colour map, or None to
+    estimate it (``estimate_depth_range``). Returns the sidecar dict.
     """
     outputs = tuple(outputs)
     out_path = Path(out_path)
     check_video_request(path, outputs, out_path)
     check_sidecar_target(out_path)
     n = path.n_frames
+    n_experts = renderer.n_experts
     shape = (path.height, path.width * len(outputs), 3)
     settings = {"keyframes": [np.asarray(k.c2w).tolist() + [k.fov] for k in path.keyframes],
                 "size": [path.width, path.height], "frames": n, "loop": path.loop,
                 "interpolation": path.interpolation, "outputs": list(outputs),
-                "checkpoint": str(Path(run.checkpoint).resolve()), "step": run.step,
+                "checkpoint": str(Path(provenance.checkpoint).resolve()),
+                "step": provenance.step,
                 "depth_range": None if depth_range is None else list(depth_range)}
     store = FramesDir(frames_dir, settings, shape) if frames_dir is not None else None
     resolved = None
@@ -223,7 +205,7 @@ def render_video(run, path: CameraPath, out_path: Path, *, outputs=("rgb",),
         if resolved is None and store is not None:
             resolved = store.manifest.get("depth_range")
         if resolved is None:
-            resolved = estimate_depth_range(run, path, device=device)
+            resolved = estimate_depth_range(renderer, path)
         resolved = (float(resolved[0]), float(resolved[1]))
         if log is not None:
             log(f"depth colour map ({DEPTH_CMAP}): near {resolved[0]:.4g}, far {resolved[1]:.4g} "
@@ -239,9 +221,8 @@ def render_video(run, path: CameraPath, out_path: Path, *, outputs=("rgb",),
             for i in range(n):
                 frame = store.read(i) if store is not None else None
                 if frame is None:
-                    cam = path.camera(i)
-                    frame = frame_panels(render_camera(run, cam, device=device), cam, outputs,
-                                         resolved)
+                    frame = frame_panels(renderer.render_camera(path.camera(i)), outputs,
+                                         resolved, n_experts)
                     if store is not None:
                         store.write(i, frame)
                     stats["rendered"] += 1
@@ -259,32 +240,36 @@ def render_video(run, path: CameraPath, out_path: Path, *, outputs=("rgb",),
         "world_frame": "run world: z up, OpenGL camera axes, world units",
         "path": {"source": path.source, "interpolation": path.interpolation, "loop": path.loop,
                  "keyframes": len(path.keyframes)},
-        "run": str(Path(run.run_dir).resolve()), "checkpoint": Path(run.checkpoint).name,
-        "step": run.step, "frames_rendered": stats["rendered"], "frames_reused": stats["reused"],
-        "elapsed_s": round(elapsed, 3),
+        "run": str(Path(provenance.run_dir).resolve()),
+        "checkpoint": Path(provenance.checkpoint).name,
+        "step": provenance.step, "frames_rendered": stats["rendered"],
+        "frames_reused": stats["reused"], "elapsed_s": round(elapsed, 3),
     }
     if resolved is not None:
         sidecar["depth"] = {"colormap": DEPTH_CMAP, "near": resolved[0], "far": resolved[1],
                             "units": "world", "value": "expected depth sum(w t) / opacity",
-                            "empty": "black (opacity <= 0.01)"}
+                            "empty": f"black (opacity <= {DEPTH_MIN_OPACITY:g})"}
     if "experts" in outputs:
         sidecar["expert_palette"] = [
             "#" + "".join(f"{round(c * 255):02x}" for c in row)
-            for row in EXPERT_PALETTE[: run.field.n_experts].tolist()]
+            for row in EXPERT_PALETTE[:n_experts].tolist()]
+    if "gate_confidence" in outputs:
+        sidecar["gate_confidence"] = {"colormap": "viridis", "low": 1.0 / max(n_experts, 1),
+                                      "high": 1.0, "empty": "black (opacity 0)"}
     write_json_atomic(sidecar_path(out_path), sidecar)
     return sidecar
 
 
-def render_demo_video(run_dir: Path, out_path: Path, *, device="cpu", seconds: float = 4.0,
-                      fps: int = 12, width: int = 160, height: int = 120) -> Path:
-    """The demo's short orbit video: rgb | depth | experts side by side."""
-    from switchnerf.train.run import load_run
+def render_orbit_video(renderer: Renderer, scene, out_path: Path, *, provenance: Provenance,
+                       seconds: float = 4.0, fps: int = 12, width: int = 160,
+                       height: int = 120) -> dict:
+    """A short looping orbit of ``scene`` (35 degrees down, at the default altitude):
+    rgb | depth | experts side by side. Returns the sidecar dict."""
     from switchnerf.video.paths import orbit_geometry, orbit_keyframes
 
-    run = load_run(run_dir, device=device)
     n = round(seconds * fps)
-    target, radius, altitude = orbit_geometry(run.scene, altitude=None, tilt_deg=35.0)
+    target, radius, altitude = orbit_geometry(scene, altitude=None, tilt_deg=35.0)
     path = CameraPath(orbit_keyframes(target, radius, altitude, n), width, height, seconds, fps,
                       loop=True, source="orbit")
-    render_video(run, path, out_path, outputs=("rgb", "depth", "experts"), device=device, log=None)
-    return Path(out_path)
+    return render_video(renderer, path, out_path, provenance=provenance,
+                        outputs=("rgb", "depth", "experts"), log=None)

@@ -2,10 +2,12 @@
 
 Public API (implementation modules are private to the package):
 
-- :class:`ViewerServer`: serve a ``LoadedRun`` or a ``Trainer``;
+- :class:`ViewerServer`: serve a ``Renderer`` of a scene (a loaded run's, or a live
+  trainer's, driven by its ``on_step`` callback);
 - camera frames: :func:`path_camera_from_viser`, :func:`viser_from_path_camera`,
   :func:`c2w_from_viser`, :func:`viser_from_c2w`, :class:`ViserPose`;
-- :func:`render_view` / :func:`output_image`: what a client's frame is made of;
+- :func:`render_view`: what a client's frame is rendered by (coloured by
+  ``switchnerf.render.colorize``);
 - camera-path files of the editor: :func:`save_path`, :func:`load_path` (paths themselves
   are ``switchnerf.video.camera_path.CameraPath``).
 
@@ -20,16 +22,14 @@ from switchnerf.viewer.frames import (
     viser_from_path_camera,
 )
 from switchnerf.viewer.path_files import load_path, save_path
-from switchnerf.viewer.render import OUTPUTS, output_image, render_view
+from switchnerf.viewer.render import render_view
 from switchnerf.viewer.server import ViewerServer
 
 __all__ = [
-    "OUTPUTS",
     "ViewerServer",
     "ViserPose",
     "c2w_from_viser",
     "load_path",
-    "output_image",
     "path_camera_from_viser",
     "render_view",
     "save_path",

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from switchnerf.render.colorize import OUTPUTS
 from switchnerf.render.palette import EXPERT_PALETTE
 from switchnerf.viewer.compute import ComputeGate
-from switchnerf.viewer.render import OUTPUTS
 from switchnerf.viewer.session import RenderSettings
 
 __all__ = ["LiveStats", "ViewerGui", "expert_legend_html"]
@@ -120,7 +120,7 @@ class ViewerGui:
 
     # ------------------------------------------------------------------ displays
     def show_info(self, info: dict) -> None:
-        """Legend of the current output (from ``output_image``'s info of the last frame)."""
+        """Legend of the current output (from ``colorize``'s info of the last frame)."""
         self._last_info = info
         out = self.settings.output
         if out == "depth":
@@ -129,9 +129,9 @@ class ViewerGui:
                         f"far {info['far']:.3g} (red) world units")
             else:
                 text = "<b>depth</b> (turbo): near blue, far red"
-        elif out == "expert map":
+        elif out == "experts":
             text = expert_legend_html(self.n_experts, info.get("share"))
-        elif out == "gate confidence":
+        elif out == "gate_confidence":
             text = (f"<b>gate confidence</b> (viridis): 1/{self.n_experts} (purple) &ndash; "
                     "1 (yellow); black: empty")
         elif out == "opacity":

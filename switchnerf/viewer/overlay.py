@@ -21,6 +21,7 @@ import torch
 
 from switchnerf.errors import SwitchNerfError
 from switchnerf.render.palette import EXPERT_PALETTE
+from switchnerf.render.renderer import Renderer
 from switchnerf.viewer.frames import viser_from_c2w
 
 __all__ = ["THUMB_SIDE", "box_edges", "expert_points", "find_partition", "partition_lines",
@@ -39,17 +40,16 @@ def box_edges(lo, hi) -> np.ndarray:
     return np.stack([corners[[i, j]] for i, j in edges]).astype(np.float32)
 
 
-def find_partition(scene, cfg, box=None):
+def find_partition(scene, routing, box=None):
     """The cells the overlay draws: a ``GridPartition`` in the world frame.
 
-    For fixed routing, the router's cells (``GridPartition.unit_square(fixed_grid)``) over
+    ``routing``: the model's ``RoutingConfig``. For fixed routing, the router's cells (``GridPartition.unit_square(fixed_grid)``) over
     ``box``, the model's ``BoxFrame``, at the scene's ground altitude: the cells the model
     routes by. Otherwise the cells of the scene's saved partition, else of one made from
     the scene's grid (never saved).
     """
     from switchnerf.scene.partition import GridPartition, Partition, make_partition
 
-    routing = cfg.model.routing
     if routing.kind == "fixed":
         if box is None:
             raise ValueError("fixed routing: the router's cells need the model's box")
@@ -69,14 +69,15 @@ def partition_lines(cells) -> np.ndarray:
 
 
 @torch.no_grad()
-def expert_points(field, grid, box, *, max_points: int = MAX_POINTS,
+def expert_points(renderer: Renderer, *, max_points: int = MAX_POINTS,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Points where the field is dense and the expert of each.
+    """Points where the renderer's field is dense and the expert of each.
 
     Returns points float32 [P, 3] (world frame: cell centres of occupied occupancy-grid
     cells, at most ``max_points``, a seeded random subset) and expert ids int64 [P] from
     ``field.route`` at those points (unit-cube frame).
     """
+    field, grid, box = renderer.field, renderer.grid, renderer.box
     occ = grid.binary.reshape(-1)
     ids = torch.nonzero(occ)[:, 0]
     if ids.numel() == 0:  # untrained grid: the densest 2% of the cells
@@ -109,16 +110,18 @@ class SceneOverlay:
 
     Args:
         server: the ``viser.ViserServer``.
-        model: a loaded run or trainer (``scene``, ``field``, ``grid``, ``box``, ``cfg``).
+        renderer: the model shown (box, occupancy grid, gate, routing settings).
+        scene: its scene (cameras, saved partition).
         on_image: called with (title, uint8 image) when a frustum is clicked.
+        lock: a factory of the context held while the model is used (the compute gate).
     """
 
-    def __init__(self, server, model, *, on_image: Callable[[str, np.ndarray], None],
+    def __init__(self, server, renderer: Renderer, scene, *,
+                 on_image: Callable[[str, np.ndarray], None],
                  lock: Callable | None = None) -> None:
-        self.server, self.model, self._on_image = server, model, on_image
+        self.server, self.renderer, self._on_image = server, renderer, on_image
         self._lock = lock
-        scene = model.scene
-        lo, hi = model.box.lo.cpu().numpy(), model.box.hi.cpu().numpy()
+        lo, hi = renderer.box.lo.cpu().numpy(), renderer.box.hi.cpu().numpy()
         self.scale = 0.04 * float(np.linalg.norm(hi - lo))
         self.frustums = self._add_frustums(scene)
         self.box = server.scene.add_line_segments(
@@ -126,7 +129,7 @@ class SceneOverlay:
             thickness_units="screen")
         self.partition = None
         try:
-            part = find_partition(scene, model.cfg, box=model.box)
+            part = find_partition(scene, renderer.field.cfg.routing, box=renderer.box)
         except (ValueError, OSError) as exc:  # no cameras, unreadable partition
             print(f"viewer: no partition overlay ({exc})")
         else:
@@ -166,17 +169,17 @@ class SceneOverlay:
 
     def refresh_points(self) -> None:
         """(Re)build the expert-region point cloud from the current occupancy grid."""
-        m = self.model
+        r = self.renderer
         ctx = self._lock() if self._lock is not None else None
         if ctx is not None:
             with ctx:
-                pts, experts = expert_points(m.field, m.grid, m.box)
+                pts, experts = expert_points(r)
         else:
-            pts, experts = expert_points(m.field, m.grid, m.box)
+            pts, experts = expert_points(r)
         colors = (EXPERT_PALETTE[np.clip(experts, 0, EXPERT_PALETTE.shape[0] - 1)].numpy()
                   * 255).astype(np.uint8)
         visible = False if self.points is None else self.points.visible
-        size = 0.6 * float(m.box.extent.max()) / float(m.grid.res[0])
+        size = 0.6 * float(r.box.extent.max()) / float(r.grid.res[0])
         self.points = self.server.scene.add_point_cloud(
             "/overlay/experts", pts, colors, point_size=size, visible=visible)
 

@@ -15,52 +15,64 @@ from pathlib import Path
 
 import numpy as np
 
+from switchnerf.render.colorize import colorize
+from switchnerf.render.renderer import Renderer
 from switchnerf.video.paths import scene_orbit
 from switchnerf.viewer.compute import ComputeGate, release_thread_pool
 from switchnerf.viewer.frames import ViserPose
 from switchnerf.viewer.gui import LiveStats, ViewerGui
 from switchnerf.viewer.overlay import SceneOverlay
 from switchnerf.viewer.path_editor import PathEditor
-from switchnerf.viewer.render import DEFAULT_CHUNK, output_image, render_view
+from switchnerf.viewer.render import DEFAULT_CHUNK, render_view
 from switchnerf.viewer.session import ClientSession, RenderSettings
 
 __all__ = ["ViewerServer"]
 
+#: Shortest time between two reads of the training statistics (each is a host sync).
+STATS_EVERY_S = 0.25
+
 
 class ViewerServer:
-    """Serve ``model`` (a ``LoadedRun`` or a ``Trainer``: ``field``, ``grid``, ``box``,
-    ``cfg``, ``scene``) to browsers.
+    """Serve a :class:`Renderer` of ``scene`` to browsers: a loaded run's, or a live
+    trainer's (``training=True``; the training loop then calls :meth:`on_step`).
 
     Args:
+        renderer: what to render.
+        scene: its scene (cameras, box, partition overlay, initial view).
         host, port: where to listen (loopback by default; port 0: any free port).
         run_dir: the run folder (camera paths and videos go there); None: no saving.
+        checkpoint: the checkpoint the renderer's weights came from (recorded with videos);
+            None: the run's newest checkpoint when a video is made (live training).
+        step: the training step of the weights (the trainer's ``on_step`` updates it).
         training: a training loop shares the model; call :meth:`on_step` from it.
         max_side: initial longer side of still renders in pixels (default: 256 on CPU,
             768 on CUDA).
         verbose: let viser log connections.
     """
 
-    def __init__(self, model, *, host: str = "127.0.0.1", port: int = 7007,
-                 run_dir: Path | None = None, training: bool = False,
-                 max_side: int | None = None, verbose: bool = False) -> None:
+    def __init__(self, renderer: Renderer, scene, *, host: str = "127.0.0.1", port: int = 7007,
+                 run_dir: Path | None = None, checkpoint: Path | None = None, step: int = 0,
+                 training: bool = False, max_side: int | None = None,
+                 verbose: bool = False) -> None:
         import viser
 
-        self.model = model
+        self.renderer, self.scene = renderer, scene
         self.run_dir = None if run_dir is None else Path(run_dir)
-        field = model.field
-        self.n_experts = int(field.n_experts)
-        on_cuda = next(field.parameters()).device.type == "cuda"
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.n_experts = renderer.n_experts
+        on_cuda = renderer.device.type == "cuda"
         self.settings = RenderSettings(max_side=max_side or (768 if on_cuda else 256),
                                        preview_side=128 if on_cuda else 64)
         self.gate = ComputeGate(training=training)
         self.chunk = DEFAULT_CHUNK  # rays per render step between staleness checks
-        self.stats = LiveStats(step=int(getattr(model, "step", 0)), training=training)
+        self.stats = LiveStats(step=int(step), training=training)
         self.sessions: dict[int, ClientSession] = {}
         self._sessions_lock = threading.Lock()
         self._stopped = threading.Event()
         self._last_step_end: float | None = None
         self._last_refresh = time.perf_counter()
         self._rate_window: list[tuple[float, int]] = []
+        self._last_values = -math.inf  # when the training statistics were last read
 
         self.server = viser.ViserServer(host=host, port=port, verbose=verbose)
         self.server.gui.set_panel_label("switchnerf")
@@ -69,10 +81,10 @@ class ViewerServer:
         self.gui = ViewerGui(self.server, settings=self.settings, gate=self.gate,
                              n_experts=self.n_experts, training=training,
                              refresh=self.refresh_all)
-        scale = 0.04 * float(model.box.diagonal)
+        scale = 0.04 * float(renderer.box.diagonal)
         with self.gui.tabs.add_tab("Scene"):
             self._overlay_gui()
-            self.overlay = SceneOverlay(self.server, model, on_image=self._show_image,
+            self.overlay = SceneOverlay(self.server, renderer, scene, on_image=self._show_image,
                                         lock=self.gate.use)
         with self.gui.tabs.add_tab("Camera path"):
             self.editor = PathEditor(self.server, run_dir=self.run_dir,
@@ -97,14 +109,13 @@ class ViewerServer:
         return f"http://{shown}:{self.port}"
 
     def _initial_camera(self) -> None:
-        scene = self.model.scene
-        cam = scene_orbit(scene, 8, width=4, height=3)[5]
+        cam = scene_orbit(self.scene, 8, width=4, height=3)[5]
         cfg = self.server.initial_camera
         cfg.position = tuple(cam.c2w[:3, 3])
         cfg.look_at = tuple(cam.c2w[:3, 3] - cam.c2w[:3, 2])
         cfg.up = (0.0, 0.0, 1.0)
         cfg.fov = math.radians(50.0)
-        diag = float(self.model.box.diagonal)
+        diag = float(self.renderer.box.diagonal)
         cfg.near, cfg.far = 1e-3 * diag, 20.0 * diag
 
     def _overlay_gui(self) -> None:
@@ -128,13 +139,14 @@ class ViewerServer:
     # ------------------------------------------------------------------ clients
     def render_image(self, cam, stale=None):
         """The render callback of the sessions: (uint8 [H, W, 3] or None, info)."""
-        out = render_view(self.model, cam, chunk=self.chunk, stale=stale, lock=self.gate.chunk,
-                          contended=lambda: self.gate.contended)
+        out = render_view(self.renderer, cam, chunk=self.chunk, stale=stale,
+                          lock=self.gate.chunk, contended=lambda: self.gate.contended)
         if out is None:
             return None, {}
-        s = self.settings
-        return output_image(out, s.output, cam.width, cam.height, n_experts=self.n_experts,
-                            depth_range=s.depth_range)
+        s, info = self.settings, {}
+        image = colorize(out, s.output, depth_range=s.depth_range, n_experts=self.n_experts,
+                         info=info)
+        return image, info
 
     def _connect(self, client) -> None:
         def send(image: np.ndarray) -> None:
@@ -180,10 +192,18 @@ class ViewerServer:
         self._last_refresh = time.perf_counter()
 
     def _render_video(self, path, name: str, outputs) -> Path:
+        from switchnerf.video.video_job import Provenance
         from switchnerf.viewer.video import render_path_video
 
-        return render_path_video(self.model, path, self.run_dir, name, outputs=outputs,
-                                 lock=self.gate.use)
+        checkpoint = self.checkpoint
+        if checkpoint is None:  # live training: the weights are at least as new as this
+            from switchnerf.train.checkpoint import latest_checkpoint
+
+            checkpoint = (latest_checkpoint(self.run_dir)
+                          or self.run_dir / "checkpoints" / "live")
+        provenance = Provenance(self.run_dir, checkpoint, self.stats.step)
+        return render_path_video(self.renderer, path, self.run_dir, name,
+                                 provenance=provenance, outputs=outputs, lock=self.gate.use)
 
     # ------------------------------------------------------------------ stats
     def _tick(self) -> None:
@@ -217,7 +237,12 @@ class ViewerServer:
         self._last_step_end = time.perf_counter()
 
     def on_step(self, trainer, stats) -> None:
-        """The trainer's ``on_step`` callback: record stats, lend time to renders, pause."""
+        """The trainer's ``on_step`` callback: record stats, lend time to renders, pause.
+
+        Reads only the trainer's public ``step``, ``cfg`` and ``stop_requested`` (a stop
+        request ends a pause) and the step's ``StepStats`` (copied to the host at most
+        every ``STATS_EVERY_S`` seconds).
+        """
         now = time.perf_counter()
         step_s = now - (self._last_step_end or now)
         st = self.stats
@@ -226,14 +251,16 @@ class ViewerServer:
             rate = trainer.cfg.train.rays_per_step / step_s
             st.train_rays_per_s = rate if st.train_rays_per_s is None else (
                 0.9 * st.train_rays_per_s + 0.1 * rate)
-        if not stats.skipped:
-            st.psnr = stats.psnr if st.psnr is None else 0.9 * st.psnr + 0.1 * stats.psnr
-        if stats.load:
-            st.load = list(stats.load)
+        if now - self._last_values >= STATS_EVERY_S:
+            self._last_values = now
+            values = stats.values()
+            if not values.skipped:
+                st.psnr = values.psnr if st.psnr is None else 0.9 * st.psnr + 0.1 * values.psnr
+            if values.load:
+                st.load = list(values.load)
         if now - self._last_refresh > 3.0:  # show training progress in idle views
             self.refresh_all()
-        self.gate.yield_to_renders(
-            step_s, should_stop=lambda: bool(getattr(trainer, "_stop_requested", False)))
+        self.gate.yield_to_renders(step_s, should_stop=lambda: trainer.stop_requested)
         self._last_step_end = time.perf_counter()
 
     # ------------------------------------------------------------------ shutdown
