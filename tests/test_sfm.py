@@ -71,10 +71,13 @@ def test_recovered_poses_match_the_truth(posed, capsys):
     scene = load_scene(out)
     assert scene.format == "colmap" and scene.extra["up_from"] == "sfm.json"
     assert scene.estimated["bbox"] and scene.estimated["altitude_range"]
+    def source(r):  # the photo itself (image_path is the undistortion cache's copy)
+        return Path(r.undistort.source_path if r.undistort else r.image_path)
+
     recs = sorted((r for s in ("train", "val") for r in scene.images(s)),
-                  key=lambda r: r.image_path.name)
-    assert [r.image_path.name for r in recs] == list(ps.names)
-    sources = [Path(r.undistort.source_path if r.undistort else r.image_path) for r in recs]
+                  key=lambda r: source(r).name)
+    assert [source(r).name for r in recs] == list(ps.names)
+    sources = [source(r) for r in recs]
     assert all(p.parent == out / "images" for p in sources)
     est = np.stack([r.c2w[:3, 3] for r in recs])
     true = ps.c2ws[:, :3, 3]
