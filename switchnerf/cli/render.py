@@ -111,7 +111,7 @@ def check_render_request(args, outputs: tuple[str, ...]) -> None:
     input: the sidecar OUT.json and ``--save-path`` may not overwrite the ``--path`` file)."""
     from switchnerf.io_utils import check_output_dir, check_output_file, same_file
     from switchnerf.video.camera_path import check_frame_count
-    from switchnerf.video.video_job import OUTPUTS, VIDEO_SUFFIXES, check_sidecar_target
+    from switchnerf.video.video_job import check_outputs_and_file, check_sidecar_target
 
     kind = args.path
     if kind not in PATH_KINDS and not kind.lower().endswith(".json"):
@@ -121,14 +121,7 @@ def check_render_request(args, outputs: tuple[str, ...]) -> None:
         raise SwitchNerfError(f"--tilt: must lie in (0, 90) degrees, got {args.tilt:g}")
     if kind in ("orbit", "spiral") and not 0 < args.fov < 180:
         raise SwitchNerfError(f"--fov: must lie in (0, 180) degrees, got {args.fov:g}")
-    if not outputs:
-        raise SwitchNerfError("--outputs: give at least one of " + ", ".join(OUTPUTS))
-    for name in outputs:
-        if name not in OUTPUTS:
-            raise SwitchNerfError(f"--outputs: unknown output {name!r} (choose from {', '.join(OUTPUTS)})")
-    if Path(args.output).suffix.lower() not in VIDEO_SUFFIXES:
-        raise SwitchNerfError(f"--output: {args.output}: expected a video file "
-                              f"({', '.join(VIDEO_SUFFIXES)})")
+    check_outputs_and_file(outputs, args.output)
     seconds, fps, size = DEFAULT_SECONDS, DEFAULT_FPS, DEFAULT_SIZE
     path_file = None
     if kind not in PATH_KINDS:  # a malformed file fails before the model is loaded

@@ -145,15 +145,20 @@ def _is_sidecar(path: Path) -> bool:
     return isinstance(obj, dict) and all(k in obj for k in SIDECAR_KEYS)
 
 
-def check_video_request(path: CameraPath, outputs, out_path: Path) -> None:
-    """Refuse what the encoder cannot do before any rendering starts."""
-    if Path(out_path).suffix.lower() not in VIDEO_SUFFIXES:
-        raise SwitchNerfError(f"--output: {out_path}: expected a video file ({', '.join(VIDEO_SUFFIXES)})")
+def check_outputs_and_file(outputs, out_path: Path) -> None:
+    """The panel names (one at least, each in ``OUTPUTS``) and the video file's suffix."""
     if not outputs:
         raise SwitchNerfError("--outputs: give at least one of " + ", ".join(OUTPUTS))
     for name in outputs:
         if name not in OUTPUTS:
             raise SwitchNerfError(f"--outputs: unknown output {name!r} (choose from {', '.join(OUTPUTS)})")
+    if Path(out_path).suffix.lower() not in VIDEO_SUFFIXES:
+        raise SwitchNerfError(f"--output: {out_path}: expected a video file ({', '.join(VIDEO_SUFFIXES)})")
+
+
+def check_video_request(path: CameraPath, outputs, out_path: Path) -> None:
+    """Refuse what the encoder cannot do before any rendering starts."""
+    check_outputs_and_file(outputs, out_path)
     if path.width % 2 or path.height % 2:
         raise SwitchNerfError(f"--resolution: {path.width}x{path.height}: width and height must "
                               "be even for H.264 video (yuv420p)")
