@@ -37,7 +37,8 @@ MAX_ASPECT = 16.0
 
 
 def clamp_number(value, lo: float, hi: float, *, default: float, integer: bool = False):
-    """``value`` within [lo, hi]; ``default`` when it is not a finite number.
+    """``value`` within [lo, hi] (infinities clamped too); ``default`` when it is not a
+    number (NaN, text).
 
     >>> clamp_number(1e9, 16, 2048, default=256, integer=True)
     2048
@@ -48,7 +49,7 @@ def clamp_number(value, lo: float, hi: float, *, default: float, integer: bool =
         v = float(value)
     except (TypeError, ValueError, OverflowError):
         v = math.nan
-    if not math.isfinite(v):
+    if math.isnan(v):
         v = float(default)
     v = min(max(v, float(lo)), float(hi))
     return round(v) if integer else v

@@ -49,6 +49,7 @@ class PathEditor:
         self._nodes: list = []
         self._play_stop = threading.Event()
         self._workers: list[threading.Thread] = []
+        self._draw_lock = threading.Lock()
         gui = server.gui
         self.add = gui.add_button("Add keyframe (current view)")
         self.selected = gui.add_number("Selected keyframe", 0, min=0, step=1)
@@ -138,6 +139,10 @@ class PathEditor:
 
     def _redraw(self) -> None:
         """Keyframe frustums and the interpolated curve (the exact frames a video uses)."""
+        with self._draw_lock:  # GUI callbacks run in viser's thread pool
+            self._redraw_nodes()
+
+    def _redraw_nodes(self) -> None:
         for node in self._nodes:
             node.remove()
         self._nodes = []
