@@ -131,11 +131,11 @@ def test_clients_beyond_the_cap_get_a_message_and_no_render_thread(run, monkeypa
     viewer.settings.preview_side = 16
     clients = []
     try:
-        for _ in range(3):
+        for k in range(3):
             c = ProbeClient(f"ws://127.0.0.1:{viewer.port}")
             c.send_camera([1.0, 0, 0, 0], [0.0, -3.0, 1.0], fov=1.0, width=64, height=48)
             clients.append(c)
-            assert _wait(lambda n=len(clients): len(viewer.sessions) + len(viewer.refused) == n)
+            assert _wait(lambda n=k + 1: len(viewer.sessions) + len(viewer.refused) == n)
         assert len(viewer.sessions) == 2 and len(viewer.refused) == 1
         notes = []
         deadline = time.time() + 10
