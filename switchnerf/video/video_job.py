@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,10 +58,13 @@ def frame_panels(out: RenderOutput, outputs, depth_range, n_experts: int) -> np.
 
 
 def estimate_depth_range(renderer: Renderer, path: CameraPath, *, samples: int = 5,
-                         max_side: int = 48) -> tuple[float, float]:
+                         max_side: int = 48,
+                         chunk_guard: Callable[[], AbstractContextManager] | None = None
+                         ) -> tuple[float, float]:
     """A depth range for the whole video: the 2nd and 98th percentiles of the expected depth
     of rays with opacity > 0.5 over ``samples`` evenly spaced frames rendered small (longest
-    side ``max_side``). Falls back to (0, 1.5 x box diagonal) when nothing is hit."""
+    side ``max_side``). Falls back to (0, 1.5 x box diagonal) when nothing is hit.
+    chunk_guard: as ``Renderer.render_camera``'s."""
     n = path.n_frames
     scale = min(1.0, max_side / max(path.width, path.height))
     w, h = max(4, round(path.width * scale)), max(4, round(path.height * scale))
@@ -70,7 +74,7 @@ def estimate_depth_range(renderer: Renderer, path: CameraPath, *, samples: int =
         s = w / path.width
         small = PathCamera(cam.c2w, cam.fx * s, cam.fy * (h / path.height), cam.cx * s,
                            cam.cy * (h / path.height), w, h, cam.near, cam.far)
-        d = renderer.render_camera(small).expected_depth(0.5)
+        d = renderer.render_camera(small, chunk_guard=chunk_guard).expected_depth(0.5)
         depths.append(d[torch.isfinite(d)].cpu())
     vals = torch.cat(depths)
     if vals.numel() < 2:
@@ -181,14 +185,19 @@ def _progress(enabled: bool, total: int):
 def render_video(renderer: Renderer, path: CameraPath, out_path: Path, *,
                  provenance: Provenance, outputs=("rgb",), frames_dir: Path | None = None,
                  depth_range: tuple[float, float] | None = None, progress: bool = True,
-                 log: Callable[[str], None] | None = print) -> dict:
+                 log: Callable[[str], None] | None = print,
+                 chunk: int | Callable[[], int] | None = None,
+                 chunk_guard: Callable[[], AbstractContextManager] | None = None) -> dict:
     """Render ``path`` with ``renderer`` to ``out_path`` (OUT.mp4) and a sidecar OUT.json.
 
     provenance: the run, checkpoint and step the weights come from (sidecar; a frames
     folder is reused only for the same ones). frames_dir: keep every frame as a PNG there;
     frames already there (from an interrupted render with the same settings) are reused
     instead of rendered. depth_range: (near, far) of the depth colour map, or None to
-    estimate it (``estimate_depth_range``). Returns the sidecar dict.
+    estimate it (``estimate_depth_range``). chunk, chunk_guard: as
+    ``Renderer.render_camera``'s (rays per render call; a context held around each call:
+    the viewer lends the model between calls, so a video never holds it for long). Returns
+    the sidecar dict.
     """
     outputs = tuple(outputs)
     out_path = Path(out_path)
@@ -210,7 +219,7 @@ def render_video(renderer: Renderer, path: CameraPath, out_path: Path, *,
         if resolved is None and store is not None:
             resolved = store.manifest.get("depth_range")
         if resolved is None:
-            resolved = estimate_depth_range(renderer, path)
+            resolved = estimate_depth_range(renderer, path, chunk_guard=chunk_guard)
         resolved = (float(resolved[0]), float(resolved[1]))
         if log is not None:
             log(f"depth colour map ({DEPTH_CMAP}): near {resolved[0]:.4g}, far {resolved[1]:.4g} "
@@ -226,8 +235,9 @@ def render_video(renderer: Renderer, path: CameraPath, out_path: Path, *,
             for i in range(n):
                 frame = store.read(i) if store is not None else None
                 if frame is None:
-                    frame = frame_panels(renderer.render_camera(path.camera(i)), outputs,
-                                         resolved, n_experts)
+                    out = renderer.render_camera(path.camera(i), chunk_guard=chunk_guard,
+                                                 **({} if chunk is None else {"chunk": chunk}))
+                    frame = frame_panels(out, outputs, resolved, n_experts)
                     if store is not None:
                         store.write(i, frame)
                     stats["rendered"] += 1

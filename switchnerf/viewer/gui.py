@@ -1,7 +1,8 @@
 """The viewer's control panel: output selector with legends, render sizes, stats, training.
 
 Every handle is server-wide (all browsers share the settings); callbacks only change the
-shared ``RenderSettings`` / ``ComputeGate`` and ask the viewer to refresh.
+shared ``RenderSettings`` / ``ComputeGate`` and ask the viewer to refresh. Every value a
+browser sends is clamped on the server (``switchnerf.viewer.limits``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from switchnerf.render.colorize import OUTPUTS
 from switchnerf.render.palette import EXPERT_PALETTE
+from switchnerf.viewer import limits
 from switchnerf.viewer.compute import ComputeGate
 from switchnerf.viewer.session import RenderSettings
 
@@ -72,11 +74,15 @@ class ViewerGui:
         with self.tabs.add_tab("View"):
             self.output = gui.add_dropdown("Output", OUTPUTS, initial_value=settings.output)
             self.legend = gui.add_html("")
-            settings.max_side = min(max(int(settings.max_side), 16), 2048)
-            settings.preview_side = min(max(int(settings.preview_side), 16), 512)
-            self.max_side = gui.add_slider("Resolution", 16, 2048, 16, settings.max_side,
+            lo = limits.MIN_SIDE
+            settings.max_side = limits.clamp_number(settings.max_side, lo, limits.MAX_RENDER_SIDE,
+                                                    default=256, integer=True)
+            settings.preview_side = limits.clamp_number(
+                settings.preview_side, lo, limits.MAX_PREVIEW_SIDE, default=64, integer=True)
+            self.max_side = gui.add_slider("Resolution", lo, limits.MAX_RENDER_SIDE, 16,
+                                           settings.max_side,
                                            hint="longer side of the still image, pixels")
-            self.preview_side = gui.add_slider("Moving res.", 16, 512, 16,
+            self.preview_side = gui.add_slider("Moving res.", lo, limits.MAX_PREVIEW_SIDE, 16,
                                                settings.preview_side,
                                                hint="longer side while the camera moves")
             self.fix_depth = gui.add_checkbox("Fix depth range", False,
@@ -89,13 +95,17 @@ class ViewerGui:
             if training:
                 self.share = gui.add_slider("Render share", 0.0, 0.95, 0.05, gate.render_share,
                                             hint="share of time renders get while waited for")
+                share = limits.guard_number(self.share, 0.0, 0.95)
                 self.pause = gui.add_button("Pause training")
-                self.share.on_update(lambda _: setattr(gate, "render_share", self.share.value))
+                self.share.on_update(lambda _: setattr(gate, "render_share", share()))
                 self.pause.on_click(lambda _: self._toggle_pause())
-        self.output.on_update(lambda _: self._set("output", self.output.value))
-        self.max_side.on_update(lambda _: self._set("max_side", int(self.max_side.value)))
-        self.preview_side.on_update(lambda _: self._set("preview_side",
-                                                        int(self.preview_side.value)))
+        output = limits.guard_choice(self.output, OUTPUTS)
+        max_side = limits.guard_number(self.max_side, lo, limits.MAX_RENDER_SIDE, integer=True)
+        preview_side = limits.guard_number(self.preview_side, lo, limits.MAX_PREVIEW_SIDE,
+                                           integer=True)
+        self.output.on_update(lambda _: self._set("output", output()))
+        self.max_side.on_update(lambda _: self._set("max_side", max_side()))
+        self.preview_side.on_update(lambda _: self._set("preview_side", preview_side()))
         self.fix_depth.on_update(lambda _: self._fix_depth())
         self._last_info: dict = {}
         self.show_info({})

@@ -4,7 +4,9 @@ save / load as nerfstudio camera-path JSON and a "render video" button.
 Keyframes are taken from (and played back to) the browser whose button was pressed;
 cameras convert with ``switchnerf.viewer.frames`` (viser's OpenCV axes <-> OpenGL c2w).
 Interpolation, timing and frames are ``switchnerf.video.camera_path.CameraPath``'s (the
-same as ``switchnerf render``): Catmull-Rom positions and fov, squad rotations.
+same as ``switchnerf render``): Catmull-Rom positions and fov, squad rotations. Every value
+a browser sends is clamped on the server (``switchnerf.viewer.limits``): duration, frame
+rate and video size are bounded, and the drawn curve has at most ``CURVE_POINTS`` points.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import numpy as np
 from switchnerf.errors import SwitchNerfError
 from switchnerf.video.camera_path import CameraPath
 from switchnerf.video.paths import Keyframe
-from switchnerf.viewer import path_files
+from switchnerf.viewer import limits, path_files
 from switchnerf.viewer.frames import c2w_from_viser, viser_from_c2w
 
-__all__ = ["PathEditor"]
+__all__ = ["CURVE_POINTS", "PathEditor"]
+
+CURVE_POINTS = 1000
+"""Most frames of a path whose positions draw its curve (evenly spaced)."""
 
 
 class PathEditor:
@@ -44,6 +49,7 @@ class PathEditor:
         self._nodes: list = []
         self._play_stop = threading.Event()
         self._workers: list[threading.Thread] = []
+        self._draw_lock = threading.Lock()
         gui = server.gui
         self.add = gui.add_button("Add keyframe (current view)")
         self.selected = gui.add_number("Selected keyframe", 0, min=0, step=1)
@@ -66,13 +72,23 @@ class PathEditor:
         self.video = gui.add_button("Render video", visible=render_video is not None)
         self.progress = gui.add_progress_bar(100.0, animated=True, visible=False)
         self.status = gui.add_markdown("No keyframes.")
+        self._selected = limits.guard_number(self.selected, 0, 1_000_000, integer=True)
+        self._seconds = limits.guard_number(self.seconds, 0.1, limits.MAX_PATH_SECONDS)
+        self._fps = limits.guard_number(self.fps, 1.0, limits.MAX_VIDEO_FPS)
+        self._width = limits.guard_number(self.width, limits.MIN_SIDE, limits.MAX_VIDEO_SIDE,
+                                          integer=True)
+        self._height = limits.guard_number(self.height, limits.MIN_SIDE, limits.MAX_VIDEO_SIDE,
+                                           integer=True)
+        self._time = limits.guard_number(self.time, 0.0, 1.0)
+        self._interpolation = limits.guard_choice(self.interpolation, ("catmull-rom", "linear"))
+        self._panels = limits.guard_choice(self.panels, ("rgb", "rgb,depth,experts"))
         self.add.on_click(lambda e: self._edit(e.client, "add"))
         self.move.on_click(lambda e: self._edit(e.client, "move"))
         self.remove.on_click(lambda e: self._edit(e.client, "remove"))
         self.clear.on_click(lambda e: self._edit(e.client, "clear"))
         for h in (self.loop, self.interpolation, self.seconds, self.fps, self.width, self.height):
             h.on_update(lambda _: self._redraw())
-        self.time.on_update(lambda e: self._show_time(e.client, self.time.value))
+        self.time.on_update(lambda e: self._show_time(e.client, self._time()))
         self.play.on_click(lambda e: self._toggle_play(e.client))
         self.save.on_click(lambda _: self._save())
         self.load.on_click(lambda _: self._load())
@@ -88,14 +104,13 @@ class PathEditor:
     def camera_path(self) -> CameraPath:
         """The edited path with the panel's timing and size (raises without keyframes).
         Width and height are rounded down to even numbers (H.264)."""
-        w, h = (max(2, int(v) // 2 * 2) for v in (self.width.value, self.height.value))
-        return CameraPath(list(self.keyframes), w, h, max(float(self.seconds.value), 0.1),
-                          max(float(self.fps.value), 1.0), str(self.interpolation.value),
-                          bool(self.loop.value), "viewer camera path")
+        w, h = (max(2, v // 2 * 2) for v in (self._width(), self._height()))
+        return CameraPath(list(self.keyframes), w, h, self._seconds(), self._fps(),
+                          self._interpolation(), bool(self.loop.value), "viewer camera path")
 
     def _edit(self, client, op: str) -> None:
         keys = self.keyframes
-        i = int(self.selected.value)
+        i = min(self._selected(), max(len(keys) - 1, 0))
         if op == "add":
             at = min(i + 1, len(keys)) if keys else 0
             keys.insert(at, self.keyframe_of(client))
@@ -116,11 +131,18 @@ class PathEditor:
         self.loop.value, self.seconds.value, self.fps.value = path.loop, path.seconds, path.fps
         self.interpolation.value = path.interpolation
         self.width.value, self.height.value = path.width, path.height
+        for handle, read in ((self.seconds, self._seconds), (self.fps, self._fps),
+                             (self.width, self._width), (self.height, self._height)):
+            handle.value = read()  # a loaded file is held to the panel's bounds too
         self.selected.value = 0
         self._redraw()
 
     def _redraw(self) -> None:
         """Keyframe frustums and the interpolated curve (the exact frames a video uses)."""
+        with self._draw_lock:  # GUI callbacks run in viser's thread pool
+            self._redraw_nodes()
+
+    def _redraw_nodes(self) -> None:
         for node in self._nodes:
             node.remove()
         self._nodes = []
@@ -135,7 +157,9 @@ class PathEditor:
                 aspect=path.width / path.height, scale=self.scale, color=(220, 40, 160),
                 thickness=2.0, thickness_units="screen", wxyz=wxyz, position=pos))
         if len(self.keyframes) >= 2:
-            pts = np.array([cam.c2w[:3, 3] for cam in path.cameras()])  # [N, 3] world
+            n = path.n_frames
+            frames = np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int))
+            pts = np.array([path.camera(int(i)).c2w[:3, 3] for i in frames])  # [N, 3] world
             if path.loop:
                 pts = np.concatenate([pts, pts[:1]])
             if len(pts) >= 2:
@@ -220,7 +244,7 @@ class PathEditor:
         if any(w.is_alive() and w.name == "switchnerf-path-video" for w in self._workers):
             return
         path = self.camera_path()
-        name, outputs = self.name.value, tuple(str(self.panels.value).split(","))
+        name, outputs = self.name.value, tuple(self._panels().split(","))
         self.progress.visible = True
 
         def job() -> None:

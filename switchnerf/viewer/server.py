@@ -1,9 +1,14 @@
-"""The viewer: a viser server rendering the field at each browser's camera.
+"""The viewer: a viser server rendering the field at each browser's camera, or showing a
+dataset alone before any training.
 
 The viser scene's world frame is the project's world frame (z up; ``set_up_direction``
 "+z"); browser cameras convert to project cameras with ``switchnerf.viewer.frames``. Each
-client gets a ``ClientSession`` (progressive, abandoning stale renders); all renders and,
-while training, the trainer share the model through one ``ComputeGate``.
+client gets a ``ClientSession`` (progressive, abandoning stale renders), up to
+``limits.MAX_CLIENTS`` at once (more are told so and get no render thread); all renders,
+videos (a chunk of rays at a time) and, while training, the trainer share the model
+through one ``ComputeGate``. Without a renderer (a dataset) there is no render loop: the
+scene tab shows the cameras with their images, the sparse points, the box, the altitude
+range and the partition cells.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ import numpy as np
 from switchnerf.render.colorize import colorize
 from switchnerf.render.renderer import Renderer
 from switchnerf.video.paths import scene_orbit
+from switchnerf.viewer import limits
 from switchnerf.viewer.compute import ComputeGate, release_thread_pool
 from switchnerf.viewer.frames import ViserPose
 from switchnerf.viewer.gui import LiveStats, ViewerGui
 from switchnerf.viewer.overlay import SceneOverlay
 from switchnerf.viewer.path_editor import PathEditor
-from switchnerf.viewer.render import DEFAULT_CHUNK, render_view
+from switchnerf.viewer.render import DEFAULT_CHUNK, SHARED_CHUNK, render_view
 from switchnerf.viewer.session import ClientSession, RenderSettings
 
 __all__ = ["ViewerServer"]
@@ -31,13 +37,18 @@ __all__ = ["ViewerServer"]
 #: Shortest time between two reads of the training statistics (each is a host sync).
 STATS_EVERY_S = 0.25
 
+_LABELS = {"cameras": "Training cameras", "box": "Foreground box", "altitude": "Altitude range",
+           "partition": "Partition cells", "sparse": "Sparse points",
+           "experts": "Expert regions"}
+
 
 class ViewerServer:
     """Serve a :class:`Renderer` of ``scene`` to browsers: a loaded run's, or a live
-    trainer's (``training=True``; the training loop then calls :meth:`on_step`).
+    trainer's (``training=True``; the training loop then calls :meth:`on_step`); or, with
+    ``renderer=None``, the scene alone (a dataset before training: no render loop).
 
     Args:
-        renderer: what to render.
+        renderer: what to render, or None for the scene tab only.
         scene: its scene (cameras, box, partition overlay, initial view).
         host, port: where to listen (loopback by default; port 0: any free port).
         run_dir: the run folder (camera paths and videos go there); None: no saving.
@@ -50,23 +61,27 @@ class ViewerServer:
         verbose: let viser log connections.
     """
 
-    def __init__(self, renderer: Renderer, scene, *, host: str = "127.0.0.1", port: int = 7007,
+    def __init__(self, renderer: Renderer | None, scene, *, host: str = "127.0.0.1",
+                 port: int = 7007,
                  run_dir: Path | None = None, checkpoint: Path | None = None, step: int = 0,
                  training: bool = False, max_side: int | None = None,
                  verbose: bool = False) -> None:
         import viser
 
+        if renderer is None and training:
+            raise ValueError("a live training viewer needs the trainer's renderer")
         self.renderer, self.scene = renderer, scene
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
-        self.n_experts = renderer.n_experts
-        on_cuda = renderer.device.type == "cuda"
+        self.n_experts = 0 if renderer is None else renderer.n_experts
+        on_cuda = renderer is not None and renderer.device.type == "cuda"
         self.settings = RenderSettings(max_side=max_side or (768 if on_cuda else 256),
                                        preview_side=128 if on_cuda else 64)
         self.gate = ComputeGate(training=training)
         self.chunk = DEFAULT_CHUNK  # rays per render step between staleness checks
         self.stats = LiveStats(step=int(step), training=training)
         self.sessions: dict[int, ClientSession] = {}
+        self.refused: set[int] = set()  # clients over MAX_CLIENTS: no render thread
         self._sessions_lock = threading.Lock()
         self._stopped = threading.Event()
         self._last_step_end: float | None = None
@@ -77,15 +92,27 @@ class ViewerServer:
         self.server = viser.ViserServer(host=host, port=port, verbose=verbose)
         self.server.gui.set_panel_label("switchnerf")
         self.server.scene.set_up_direction("+z")
+        self.gui, self.editor, self._ticker = None, None, None
+        if renderer is None:
+            self._dataset_camera()
+            self.tabs = self.server.gui.add_tab_group()
+            with self.tabs.add_tab("Scene"):
+                self.server.gui.add_markdown(dataset_summary(scene))
+                self.overlay = SceneOverlay(
+                    self.server, scene, on_image=self._show_image, thumbnails=True,
+                    visible=("cameras", "box", "altitude", "partition", "sparse"))
+                self._overlay_gui()
+            return
         self._initial_camera()
         self.gui = ViewerGui(self.server, settings=self.settings, gate=self.gate,
                              n_experts=self.n_experts, training=training,
                              refresh=self.refresh_all)
+        self.tabs = self.gui.tabs
         scale = 0.04 * float(renderer.box.diagonal)
         with self.gui.tabs.add_tab("Scene"):
+            self.overlay = SceneOverlay(self.server, scene, renderer=renderer,
+                                        on_image=self._show_image, lock=self.gate.use)
             self._overlay_gui()
-            self.overlay = SceneOverlay(self.server, renderer, scene, on_image=self._show_image,
-                                        lock=self.gate.use)
         with self.gui.tabs.add_tab("Camera path"):
             self.editor = PathEditor(self.server, run_dir=self.run_dir,
                                      render_video=self._render_video if self.run_dir else None,
@@ -118,16 +145,32 @@ class ViewerServer:
         diag = float(self.renderer.box.diagonal)
         cfg.near, cfg.far = 1e-3 * diag, 20.0 * diag
 
+    def _dataset_camera(self) -> None:
+        """Look at the box and every camera centre from 35 degrees above the horizon."""
+        pts = [np.asarray(self.scene.bbox, np.float64)]
+        pts += [np.array([r.c2w[:3, 3] for r in recs]) for recs in self.scene.frames.values()
+                if recs]
+        pts = np.concatenate(pts)
+        lo, hi = pts.min(0), pts.max(0)
+        centre, radius = 0.5 * (lo + hi), max(0.5 * float(np.linalg.norm(hi - lo)), 1e-6)
+        dist = 1.1 * radius / math.sin(math.radians(25.0))  # the sphere fits a 50 degree fov
+        tilt = math.radians(35.0)
+        eye = centre + dist * np.array([0.0, -math.cos(tilt), math.sin(tilt)])
+        cfg = self.server.initial_camera
+        cfg.position, cfg.look_at = tuple(eye), tuple(centre)
+        cfg.up = (0.0, 0.0, 1.0)
+        cfg.fov = math.radians(50.0)
+        cfg.near, cfg.far = 1e-3 * radius, 20.0 * (dist + radius)
+
     def _overlay_gui(self) -> None:
         gui = self.server.gui
-        toggles = {"cameras": True, "box": True, "partition": False, "experts": False}
-        labels = {"cameras": "Training cameras", "box": "Foreground box",
-                  "partition": "Partition cells", "experts": "Expert regions"}
-        for key, on in toggles.items():
-            box = gui.add_checkbox(labels[key], on)
-            box.on_update(lambda e, key=key: self.overlay.set_visible(key, e.target.value))
-        refresh = gui.add_button("Refresh expert regions")
-        refresh.on_click(lambda _: self.overlay.refresh_points())
+        for key in self.overlay.available():
+            on = self.overlay.is_visible(key)
+            box = gui.add_checkbox(_LABELS[key], on)
+            box.on_update(lambda e, key=key: self.overlay.set_visible(key, bool(e.target.value)))
+        if self.renderer is not None:
+            refresh = gui.add_button("Refresh expert regions")
+            refresh.on_click(lambda _: self.overlay.refresh_points())
         self.clicked_title = gui.add_markdown("Click a camera to see its image.")
         self.clicked_image = gui.add_image(np.zeros((2, 2, 3), np.uint8), visible=False)
 
@@ -155,19 +198,29 @@ class ViewerServer:
             client.scene.set_background_image(image, format="jpeg",
                                               jpeg_quality=self.settings.jpeg_quality)
 
-        session = ClientSession(client.client_id, render=self.render_image, send=send,
-                                settings=self.settings, gate_wanting=self.gate.wanting)
         with self._sessions_lock:
             if self._stopped.is_set():
-                session.close()
                 return
-            self.sessions[client.client_id] = session
+            full = len(self.sessions) >= limits.MAX_CLIENTS
+            if full:
+                self.refused.add(client.client_id)
+            else:
+                session = ClientSession(client.client_id, render=self.render_image, send=send,
+                                        settings=self.settings, gate_wanting=self.gate.wanting)
+                self.sessions[client.client_id] = session
+        if full:
+            client.add_notification(
+                "Viewer full", f"{limits.MAX_CLIENTS} browsers are already connected: this "
+                "one shows the scene but no renders. Close another viewer tab and reload.",
+                with_close_button=True, color="red")
+            return
 
         def moved(camera) -> None:
-            if camera.image_height <= 0 or camera.image_width <= 0 or camera.fov <= 0:
+            if camera.image_height <= 0 or camera.image_width <= 0:
                 return
-            session.camera_moved(ViserPose(camera.wxyz, camera.position, camera.fov,
-                                           camera.aspect))
+            pose = limits.sane_camera(camera.wxyz, camera.position, camera.fov, camera.aspect)
+            if pose is not None:
+                session.camera_moved(ViserPose(*pose))
 
         async def moved_async(camera) -> None:  # in the event loop: camera order is kept
             moved(camera)
@@ -180,6 +233,7 @@ class ViewerServer:
     def _disconnect(self, client) -> None:
         with self._sessions_lock:
             session = self.sessions.pop(client.client_id, None)
+            self.refused.discard(client.client_id)
         if session is not None:
             session.close()
 
@@ -202,8 +256,11 @@ class ViewerServer:
             checkpoint = (latest_checkpoint(self.run_dir)
                           or self.run_dir / "checkpoints" / "live")
         provenance = Provenance(self.run_dir, checkpoint, self.stats.step)
-        return render_path_video(self.renderer, path, self.run_dir, name,
-                                 provenance=provenance, outputs=outputs, lock=self.gate.use)
+        gate = self.gate
+        return render_path_video(
+            self.renderer, path, self.run_dir, name, provenance=provenance, outputs=outputs,
+            wanting=gate.wanting, chunk_guard=gate.chunk,
+            chunk=lambda: SHARED_CHUNK if gate.contended else self.chunk)
 
     # ------------------------------------------------------------------ stats
     def _tick(self) -> None:
@@ -275,8 +332,32 @@ class ViewerServer:
         self.gate.close()
         for s in sessions:
             s.close()
-        self.editor.close()
-        self._ticker.join(5.0)
+        self.overlay.close()
+        if self.editor is not None:
+            self.editor.close()
+        if self._ticker is not None:
+            self._ticker.join(5.0)
         if self.gate.training:
             self.gate.end_training()
         self.server.stop()
+
+
+def dataset_summary(scene) -> str:
+    """Markdown: what the dataset viewer shows (counts, bounds, which values are estimates)."""
+    est = {k for k, v in scene.estimated.items() if v}
+
+    def mark(key: str) -> str:
+        return " (estimated)" if key in est else ""
+
+    lo, hi = (np.asarray(c, np.float64) for c in np.asarray(scene.bbox))
+    n = {split: len(recs) for split, recs in scene.frames.items()}
+    ground, top = scene.altitude_range
+    lines = [f"**{scene.name}** ({scene.format})",
+             f"**images** {n.get('train', 0)} train, {n.get('val', 0)} val",
+             "**box**" + mark("bbox") + " [" + ", ".join(f"{v:.3g}" for v in lo) + "] to ["
+             + ", ".join(f"{v:.3g}" for v in hi) + "]",
+             f"**altitude**{mark('altitude_range')} {ground:.3g} to {top:.3g} (world z)",
+             f"**partition** {scene.partition_grid[0]} x {scene.partition_grid[1]} cells"]
+    if scene.extra.get("num_points"):
+        lines.append(f"**sparse points** {scene.extra['num_points']}")
+    return "  \n".join(lines)

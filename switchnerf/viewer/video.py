@@ -3,7 +3,8 @@
 
 Writes ``RUN/camera_paths/<name>.json`` (the path, nerfstudio format) and
 ``RUN/renders/<name>.mp4`` with its sidecar ``<name>.json``; the same video as
-``switchnerf render RUN --path RUN/camera_paths/<name>.json --output RUN/renders/<name>.mp4``.
+``switchnerf render RUN --path RUN/camera_paths/<name>.json --output RUN/renders/<name>.mp4``
+when the weights do not change meanwhile.
 """
 
 from __future__ import annotations
@@ -22,16 +23,23 @@ __all__ = ["render_path_video"]
 
 def render_path_video(renderer: Renderer, path: CameraPath, run_dir: Path, name: str, *,
                       provenance: Provenance, outputs=("rgb",),
-                      lock: Callable[[], AbstractContextManager] | None = None) -> Path:
-    """Save the path and render its video with ``renderer`` (``lock`` held for the whole
-    render, so live training and the viewer's own renders wait); returns the video's path.
+                      wanting: Callable[[], AbstractContextManager] | None = None,
+                      chunk_guard: Callable[[], AbstractContextManager] | None = None,
+                      chunk: int | Callable[[], int] | None = None) -> Path:
+    """Save the path and render its video with ``renderer``; returns the video's path.
 
-    provenance: the run, checkpoint and step of the weights the renderer holds.
+    The model is taken in slices: ``chunk_guard`` (the viewer's compute gate) is held
+    around each render call of ``chunk`` rays only, and ``wanting`` for the whole job, so
+    live training takes turns with the video (by the gate's render share) and other
+    clients' renders interleave. Training steps between frames change the weights: the
+    video then shows the training as it goes on.
+
+    provenance: the run, checkpoint and step of the weights when the job starts.
     """
     json_file = path_files.save_path(run_dir, name, path)
     out = Path(run_dir) / "renders" / f"{json_file.stem}.mp4"
     out.parent.mkdir(parents=True, exist_ok=True)
-    with (lock() if lock is not None else nullcontext()):
+    with (wanting() if wanting is not None else nullcontext()):
         render_video(renderer, path, out, provenance=provenance, outputs=tuple(outputs),
-                     progress=False, log=None)
+                     progress=False, log=None, chunk=chunk, chunk_guard=chunk_guard)
     return out
