@@ -174,6 +174,7 @@ def _cmd_train_distributed(args, device: str, cfg) -> int:
             trainer.close()
         if ctx.is_main:
             _print_summary(summary, args.output)
+        ctx.barrier(timeout_s=timeouts.wait_timeout_s)  # no rank tears the group down early
     finally:
         ctx.close()
     return 0
