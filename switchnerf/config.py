@@ -308,11 +308,29 @@ class TrainConfig(_Section):
 
 
 @dataclass(frozen=True)
+class DistributedConfig(_Section):
+    """Training on several processes (``torchrun``); ignored by a single process.
+
+    expert_parallel: with more than one rank and expert, each rank holds E / W experts and
+    samples travel to their owner; false: plain data parallelism, every rank holds every
+    expert. timeout_s: a collective that waits longer for a peer fails (a dead or hung
+    rank ends the run). wait_timeout_s: how long the other ranks wait for rank 0's own
+    work (ray store build, periodic eval, checkpoint write). A run's snapshot without this
+    section resumes with these defaults; all three may change on resume.
+    """
+
+    expert_parallel: bool = True
+    timeout_s: float = setting(30.0, above(0.0))
+    wait_timeout_s: float = setting(1800.0, above(0.0))
+
+
+@dataclass(frozen=True)
 class Config(_Section):
     model: ModelConfig = field(default_factory=ModelConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

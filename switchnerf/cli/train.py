@@ -61,7 +61,7 @@ def _resume_config(args):
 
     if args.config:
         raise SwitchNerfError("--config: not with --resume (the run's config.yaml is used)")
-    allowed = " and ".join(RESUME_MAY_CHANGE)
+    allowed = ", ".join(RESUME_MAY_CHANGE)
     for item in args.set:
         key = item.split("=", 1)[0].strip()
         if key not in RESUME_MAY_CHANGE:
@@ -86,6 +86,8 @@ def cmd_train(args) -> int:
     device = resolve_device(args.device)
     check_scene_arg(args.scene)
     cfg = None if args.resume else _new_config(args)
+    if is_torchrun_launch():
+        return _cmd_train_distributed(args, device, cfg)
     prepare_run_dir(args.output, resume=args.resume, overwrite=args.overwrite, check_only=True)
     if args.resume:
         cfg = _resume_config(args)
@@ -104,9 +106,77 @@ def cmd_train(args) -> int:
         trainer.close()
         if viewer is not None:
             viewer.stop()
+    _print_summary(summary, args.output)
+    return 0
+
+
+def _print_summary(summary: dict, run_dir: Path) -> None:
     state = "interrupted, checkpoint saved" if summary["interrupted"] else "done"
     print(f"train {state}: step {summary['step']} in {summary['elapsed_s']:.0f} s "
-          f"({summary['rays_per_s'] / 1000:.1f}k rays/s); run in {args.output}")
+          f"({summary['rays_per_s'] / 1000:.1f}k rays/s); run in {run_dir}")
+
+
+def is_torchrun_launch() -> bool:
+    """Whether this process was started by torchrun (``WORLD_SIZE`` is set)."""
+    import os
+
+    return os.environ.get("WORLD_SIZE", "") != ""
+
+
+def _cmd_train_distributed(args, device: str, cfg) -> int:
+    """``switchnerf train`` on one rank of a torchrun launch (docs/DISTRIBUTED.md).
+
+    Every rank reads the config; rank 0 alone checks and prepares the run folder and builds
+    a missing ray store while the others wait; every launch check fails on all ranks
+    together with one line (exit 2).
+    """
+    from switchnerf.train.data import prepare_training_data
+    from switchnerf.train.distributed import (
+        DistributedContext,
+        check_expert_placement,
+        check_run_world_size,
+        check_same_config,
+    )
+    from switchnerf.train.trainer import Trainer, prepare_run_dir
+
+    if args.viewer:
+        raise SwitchNerfError("--viewer: not under torchrun (serve a run with switchnerf view)")
+    if args.resume:
+        cfg = _resume_config(args)
+    timeouts = cfg.distributed
+    ctx = DistributedContext.from_env(device=None if args.device == "auto" else device,
+                                      timeout_s=timeouts.timeout_s)
+    try:
+        check_same_config(ctx, cfg.to_dict())
+        check_expert_placement(cfg.model.experts.n_experts, ctx.world_size,
+                               expert_parallel=cfg.distributed.expert_parallel)
+
+        def check_folder():
+            check_run_world_size(args.output, ctx.world_size, resume=args.resume,
+                                 overwrite=args.overwrite)
+            prepare_run_dir(args.output, resume=args.resume, overwrite=args.overwrite,
+                            check_only=True)
+
+        ctx.check_on_main(check_folder)
+        data = None
+        if ctx.is_main:  # builds a missing store; the others open it once it is there
+            data = prepare_training_data(cfg, Path(args.scene), args.store)
+            if not args.resume:
+                prepare_run_dir(args.output, resume=False, overwrite=args.overwrite)
+        ctx.barrier(timeout_s=timeouts.wait_timeout_s)
+        if data is None:
+            data = prepare_training_data(cfg, Path(args.scene), args.store, build=False,
+                                         progress=False)
+        trainer = Trainer(cfg, data, args.output, resume=args.resume, ctx=ctx)
+        try:
+            summary = trainer.train()
+        finally:
+            trainer.close()
+        if ctx.is_main:
+            _print_summary(summary, args.output)
+        ctx.barrier(timeout_s=timeouts.wait_timeout_s)  # no rank tears the group down early
+    finally:
+        ctx.close()
     return 0
 
 

@@ -12,6 +12,7 @@ from switchnerf.encoding import HashExperts, SHEncoding
 from switchnerf.encoding.experts import geometric_expert_specs
 from switchnerf.model.activations import density_activation
 from switchnerf.model.background import SkyBackground
+from switchnerf.moe.expert_parallel import ExpertParallelEncoder
 from switchnerf.moe.gate import FixedCellRouter, GateOutput, HashGate
 from switchnerf.moe.routing import capacity_keep_mask
 from switchnerf.ops.mlp import apply_mlp, apply_mlp_shared, make_mlp
@@ -57,6 +58,11 @@ class SwitchField(nn.Module):
     Appearance for novel views: with ``image_index=None`` the mean of the trained
     embeddings is used (a neutral look; renders of new paths do not depend on which
     training image is nearest).
+
+    Expert parallelism (:meth:`use_expert_parallel`): ``experts`` becomes this rank's
+    :class:`~switchnerf.moe.expert_parallel.ExpertParallelEncoder`; every encode is then a
+    collective (``collective`` is True), so every rank calls ``geometry`` / ``density`` the
+    same number of times, also with no points.
     """
 
     def __init__(self, cfg: ModelConfig, n_images: int):
@@ -120,8 +126,33 @@ class SwitchField(nn.Module):
     def density(self, x: torch.Tensor) -> torch.Tensor:
         """Density sigma [M] at unit-cube points x [M, 3]."""
         if x.shape[0] == 0:
+            if self.collective:  # the peers' exchange needs this rank, even with no points
+                self.experts.encode(x.detach().float(),
+                                    torch.zeros(0, dtype=torch.long, device=x.device))
             return x.new_zeros(0)
         return self.geometry(x).sigma
+
+    # ------------------------------------------------------------------ expert parallelism
+    @property
+    def collective(self) -> bool:
+        """Whether encoding is a collective over the ranks (expert parallelism, W > 1)."""
+        return isinstance(self.experts, ExpertParallelEncoder) and self.experts.world_size > 1
+
+    @property
+    def expert_table(self) -> nn.Parameter:
+        """The expert hash tables this process holds, flat: all of them, or with expert
+        parallelism this rank's contiguous slice of the single-process table."""
+        if isinstance(self.experts, ExpertParallelEncoder):
+            return self.experts.local.params
+        return self.experts.params
+
+    def use_expert_parallel(self, *, rank: int, world_size: int, group=None) -> None:
+        """Keep only this rank's E / W experts (their current values) and encode through
+        the sample exchange. Call before building the optimiser."""
+        if isinstance(self.experts, ExpertParallelEncoder):
+            raise TypeError("use_expert_parallel: the field is already expert parallel")
+        self.experts = ExpertParallelEncoder.from_experts(self.experts, rank=rank,
+                                                          world_size=world_size, group=group)
 
     def rgb(self, geo: torch.Tensor, directions: torch.Tensor,
               image_index: torch.Tensor | None = None) -> torch.Tensor:
@@ -162,7 +193,7 @@ class SwitchField(nn.Module):
 
     def table_parameters(self) -> list[nn.Parameter]:
         """Hash-table parameters (their own learning rate)."""
-        params = [self.experts.params]
+        params = [self.expert_table]
         if isinstance(self.router, HashGate):
             params.append(self.router.encoding.params)
         return params

@@ -159,9 +159,12 @@ class Renderer:
                                               stratified=stratified, should_stop=should_stop,
                                               generator=generator)
 
+        density_calls = []
+
         def sigma_fn(t_starts, t_ends, ray_indices):
             t_mid = 0.5 * (t_starts + t_ends)
             pts = o_unit[ray_indices] + t_mid[:, None] * d_unit[ray_indices]
+            density_calls.append(len(pts))
             return field.density(pts)
 
         with torch.no_grad():
@@ -170,6 +173,10 @@ class Renderer:
                 stratified=stratified, sigma_fn=sigma_fn if prune else None,
                 alpha_thre=cfg.alpha_thre, early_stop_eps=cfg.early_stop_eps,
                 max_samples_per_ray=cfg.max_samples_per_ray, generator=generator)
+            if prune and not density_calls and getattr(field, "collective", False):
+                # an expert-parallel field encodes collectively: every rank takes part in
+                # the pruning pass once, also when its rays marched no sample
+                field.density(o_unit.new_zeros((0, 3)))
         ri = samples.ray_indices
         t_mid = 0.5 * (samples.t_starts + samples.t_ends)
         pts = o_unit[ri] + t_mid[:, None] * d_unit[ri]

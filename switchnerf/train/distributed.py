@@ -82,7 +82,8 @@ class DistributedContext:
 
     ``backend`` is None for the single-process twin (no process group; every collective
     returns its input). ``group`` is the process group the collectives use (None: the
-    default group).
+    default group); ``wait_group``, with NCCL, a gloo group of the same ranks for
+    :meth:`barrier` (a barrier with its own timeout while rank 0 works alone).
     """
 
     rank: int = 0
@@ -91,6 +92,7 @@ class DistributedContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     backend: str | None = None
     group: Any = None
+    wait_group: Any = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -128,11 +130,13 @@ class DistributedContext:
             torch.cuda.set_device(dev)
             os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
         dist = _dist()
+        timeout = datetime.timedelta(seconds=timeout_s)
         if not dist.is_initialized():
             dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world,
-                                    timeout=datetime.timedelta(seconds=timeout_s))
+                                    timeout=timeout)
+        wait_group = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
         return cls(rank=rank, world_size=world, local_rank=local_rank, device=dev,
-                   backend=backend)
+                   backend=backend, wait_group=wait_group)
 
     def close(self) -> None:
         """Destroy the process group (nothing for the single-process twin)."""
@@ -152,14 +156,16 @@ class DistributedContext:
 
     # ------------------------------------------------------------------ collectives
     def barrier(self, timeout_s: float | None = None) -> None:
-        """Wait for every rank. On gloo a ``monitored_barrier`` whose error names the ranks
-        that did not arrive within ``timeout_s`` (None: the group's timeout)."""
+        """Wait for every rank: a gloo ``monitored_barrier`` (on ``wait_group`` with NCCL)
+        whose error names the ranks that did not arrive within ``timeout_s`` (None: the
+        group's timeout)."""
         if not self.is_distributed:
             return
         dist = _dist()
-        if self.backend == "gloo":
+        gloo_group = self.group if self.backend == "gloo" else self.wait_group
+        if self.backend == "gloo" or gloo_group is not None:
             timeout = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
-            dist.monitored_barrier(group=self.group, timeout=timeout, wait_all_ranks=True)
+            dist.monitored_barrier(group=gloo_group, timeout=timeout, wait_all_ranks=True)
         else:
             dist.barrier(group=self.group, device_ids=[self.device.index or 0])
 

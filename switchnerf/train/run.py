@@ -31,8 +31,10 @@ from switchnerf.train.checkpoint import (
 HEADER = ("config.yaml", "scene.json")
 """The files every run has from its start (``write_run_header``)."""
 
-RESUME_MAY_CHANGE = ("train.max_steps", "train.time_budget_s")
-"""Config keys a resumed run may change: when to stop, not what is trained."""
+RESUME_MAY_CHANGE = ("train.max_steps", "train.time_budget_s", "distributed.expert_parallel",
+                     "distributed.timeout_s", "distributed.wait_timeout_s")
+"""Config keys a resumed run may change: when to stop and how many processes share the
+work, not what is trained."""
 
 
 def write_run_header(run_dir: Path, cfg: Config, scene_path: Path) -> None:
@@ -69,6 +71,16 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
         elif a != b and where not in RESUME_MAY_CHANGE:
             out.append(where)
     return out
+
+
+def resolved_config_dict(saved: dict) -> dict:
+    """A saved config dict (a checkpoint's) with the sections and keys it lacks filled with
+    today's defaults (a run from before the ``distributed`` section resumes); returned as
+    it is when it no longer reads as a config."""
+    try:
+        return config_from_dict(saved, "checkpoint").to_dict()
+    except SwitchNerfError:
+        return saved
 
 
 def read_run_config(run_dir: Path) -> Config:

@@ -5,6 +5,14 @@ cleanly; resume restores model, grid, optimiser, schedule, the trainer's RNG and
 stream position, so N straight steps equal N/2 + resume + N/2; a non-finite loss skips
 the step.
 
+Many processes (torchrun): the trainer takes a
+:class:`~switchnerf.train.distributed.DistributedContext`. Every rank reads the same global
+batch of ``train.rays_per_step`` rays and trains on its ``rank_slice``; losses are each
+rank's share of the global loss and dense gradients are summed, so a step equals one
+process's step on the global batch. Expert tables are sliced over the ranks when the field
+is expert parallel. Rank 0 alone writes the run folder; checkpoints are single-process
+shaped (gathered on rank 0), so any world size resumes them and every command reads them.
+
 No global side effects: the trainer draws every random number of training (model
 initialisation, stratified sample offsets, occupancy-grid updates) from its own seeded
 generator and leaves the global RNG untouched; it never builds a ray store (see
@@ -18,6 +26,7 @@ import math
 import shutil
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,16 +34,26 @@ import torch
 
 from switchnerf.config import Config
 from switchnerf.errors import SwitchNerfError
+from switchnerf.moe.expert_parallel import dense_parameters, gather_expert_state_dict
 from switchnerf.moe.routing import balance_loss, expert_load
 from switchnerf.train.builder import build_optimizer, build_renderer
 from switchnerf.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from switchnerf.train.data import TrainingData
+from switchnerf.train.dist_state import gather_training_state, slice_training_state
+from switchnerf.train.distributed import (
+    DistributedContext,
+    global_balance,
+    global_mse,
+    rank_slice,
+    write_world_record,
+)
 from switchnerf.train.evaluate import evaluate, uses_right_half_protocol
 from switchnerf.train.progress import TrainProgress
 from switchnerf.train.run import (
     RESUME_MAY_CHANGE,
     config_differences,
     is_run_dir,
+    resolved_config_dict,
     write_run_config,
     write_run_header,
 )
@@ -72,9 +91,14 @@ class StepStats:
     n_experts: int
     samples_per_ray: float
     skipped: bool = False
+    ctx: DistributedContext | None = None
+    n_rays: int = 0
 
     def values(self) -> StepValues:
-        """The statistics as Python numbers (one device-to-host copy)."""
+        """The statistics as Python numbers (one device-to-host copy). Distributed: over
+        the global batch (a collective: every rank calls it for the same steps)."""
+        if self.ctx is not None and self.ctx.is_distributed:
+            return self._global_values()
         load = expert_load(self.expert_id, self.n_experts)  # [E]
         dropped = (~self.kept).sum()
         head = torch.stack([self.loss.detach().double(), self.mse.detach().double(),
@@ -83,6 +107,24 @@ class StepStats:
         loss, mse, bal, drop = host[:4]
         return StepValues(loss=loss, psnr=-10 * math.log10(max(mse, 1e-10)), balance=bal,
                           samples_per_ray=self.samples_per_ray, load=host[4:],
+                          dropped=int(drop), skipped=self.skipped)
+
+    def _global_values(self) -> StepValues:
+        """``values`` of the global batch: loss, mse and balance are global already; the
+        expert load, drops and samples per ray are summed over the ranks."""
+        e = self.n_experts
+        counts = torch.bincount(self.expert_id, minlength=e)[:e].double()  # [E]
+        local = torch.cat([torch.stack([(~self.kept).sum().double(),
+                                        counts.new_tensor(float(self.expert_id.shape[0])),
+                                        counts.new_tensor(float(self.n_rays))]), counts])
+        total = self.ctx.all_reduce_sum(local)
+        head = torch.stack([self.loss.detach().double(), self.mse.detach().double(),
+                            self.balance.detach().double()])
+        host = torch.cat([head, total]).tolist()
+        loss, mse, bal, drop, n_samples, n_rays = host[:6]
+        load = [c / max(n_samples, 1.0) for c in host[6:]]
+        return StepValues(loss=loss, psnr=-10 * math.log10(max(mse, 1e-10)), balance=bal,
+                          samples_per_ray=n_samples / max(n_rays, 1.0), load=load,
                           dropped=int(drop), skipped=self.skipped)
 
 
@@ -120,11 +162,16 @@ class Trainer:
         run_dir: the run folder (``prepare_run_dir`` decides whether it may be used).
         device: where the model trains.
         resume: continue from the run's newest checkpoint.
-        progress: show a progress bar.
+        progress: show a progress bar (rank 0 only).
+        ctx: this process's place among the ranks (None: one process on ``device``; else
+            ``ctx.device`` is used).
     """
 
     def __init__(self, cfg: Config, data: TrainingData, run_dir: Path, *, device="cpu",
-                 resume: bool = False, progress: bool = True):
+                 resume: bool = False, progress: bool = True,
+                 ctx: DistributedContext | None = None):
+        self.ctx = DistributedContext.single(device) if ctx is None else ctx
+        device = self.ctx.device
         self.cfg, self.run_dir, self.device = cfg, Path(run_dir), torch.device(device)
         self.scene_path, self.scene, self.cams = Path(data.scene_path), data.scene, data.cameras
         # The model is initialised from the run's seed without touching the global RNG; the
@@ -134,6 +181,13 @@ class Trainer:
             torch.random.default_generator.manual_seed(cfg.train.seed)
             self.renderer = build_renderer(cfg, self.scene, len(self.cams), device=self.device)
             after_init = torch.get_rng_state()
+        # every rank built the same full field from the seed; keep this rank's experts
+        self.expert_parallel = (self.ctx.world_size > 1 and cfg.distributed.expert_parallel
+                                and self.renderer.n_experts > 1)
+        if self.expert_parallel:
+            self.renderer.field.use_expert_parallel(rank=self.ctx.rank,
+                                                    world_size=self.ctx.world_size,
+                                                    group=self.ctx.group)
         self.generator = torch.Generator(device=self.device)
         if self.generator.device.type == "cpu":
             self.generator.set_state(after_init)
@@ -144,21 +198,38 @@ class Trainer:
         self.best_psnr = -math.inf
         self.skipped_steps = 0
         self._stop_requested = False
-        self.progress_enabled = progress
+        self.progress_enabled = progress and self.ctx.is_main
         self.stream = self._open_stream(data.store)
         if resume:
             self._restore()
-        else:
+        elif self.ctx.is_main:
             write_run_header(self.run_dir, cfg, self.scene_path)
+        if self.ctx.is_distributed:
+            if self.ctx.is_main:
+                write_world_record(self.run_dir, self.ctx.world_size,
+                                   expert_parallel=self.expert_parallel)
+            self._wait_for_main()
+
+    def _wait_for_main(self) -> None:
+        """Every rank waits here until rank 0 is done with work of its own (writing the
+        run folder, eval), up to ``distributed.wait_timeout_s``."""
+        self.ctx.barrier(timeout_s=self.cfg.distributed.wait_timeout_s)
 
     # ------------------------------------------------------------------ setup
     def _open_stream(self, store):
+        """The run's ray stream; every rank reads the whole global batch (the store's
+        rank views are shards, not slices of a batch) and trains on its slice."""
         from switchnerf.scene.store_reader import RayStream
 
         return RayStream(store, self.cams, batch_size=self.cfg.train.rays_per_step,
                          seed=self.cfg.train.seed)
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict | None:
+        """The trainer state one process would hold. Distributed with expert parallelism,
+        a collective that returns it on rank 0 and None elsewhere."""
+        return gather_training_state(self.renderer.field, self._local_state())
+
+    def _local_state(self) -> dict:
         r = self.renderer
         return {"step": self.step, "field": r.field.state_dict(), "grid": r.grid.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "rng": self.generator.get_state(),
@@ -174,17 +245,20 @@ class Trainer:
             self.generator.set_state(rng.cpu())
 
     def _restore(self) -> None:
-        ckpt = latest_checkpoint(self.run_dir)
+        ckpt = latest_checkpoint(self.run_dir) if self.ctx.is_main else None
+        ckpt = self.ctx.broadcast_object(None if ckpt is None else str(ckpt))  # one choice
         if ckpt is None:
             raise SwitchNerfError(f"{self.run_dir}: --resume given but no checkpoint to resume from")
+        ckpt = Path(ckpt)
         state = load_checkpoint(ckpt, map_location=self.device)
         saved = state.get("config")
         changed = (["(none saved)"] if not isinstance(saved, dict)
-                   else config_differences(saved, self.cfg.to_dict()))
+                   else config_differences(resolved_config_dict(saved), self.cfg.to_dict()))
         if changed:
             raise SwitchNerfError(f"{ckpt}: config: {', '.join(changed[:3])} differ from the "
                                   "run's config.yaml; resume with the same config (only "
-                                  f"{' and '.join(RESUME_MAY_CHANGE)} may change)")
+                                  f"{', '.join(RESUME_MAY_CHANGE)} may change)")
+        state = slice_training_state(self.renderer.field, state)
         self.renderer.field.load_state_dict(state["field"])
         self.renderer.grid.load_state_dict(state["grid"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -193,7 +267,8 @@ class Trainer:
         self.step = int(state["step"])
         self.best_psnr = float(state["best_psnr"])
         self.skipped_steps = int(state["skipped_steps"])
-        write_run_config(self.run_dir, self.cfg)  # a new max_steps or time budget
+        if self.ctx.is_main:
+            write_run_config(self.run_dir, self.cfg)  # a new max_steps or time budget
 
     # ------------------------------------------------------------------ one step
     def _set_lr(self) -> None:
@@ -216,37 +291,84 @@ class Trainer:
         """One optimisation step on a RayBatch; returns its statistics (on the device).
 
         One host sync: whether the loss is finite (a non-finite step is skipped).
+        Distributed: ``batch`` is the global batch; this rank trains on its ``rank_slice``
+        with the stratified offsets one process would draw for those rays, its loss is its
+        share of the global loss and the dense gradients are summed over the ranks. The
+        global loss decides a skip on every rank alike.
         """
-        cfg, renderer = self.cfg, self.renderer
+        cfg, renderer, ctx = self.cfg, self.renderer, self.ctx
         renderer.train()
         self._update_grid()
         self._set_lr()
+        n_global = len(batch)
+        if ctx.is_distributed:
+            batch = batch[rank_slice(n_global, ctx.rank, ctx.world_size)]
         batch = batch.to(self.device)
         autocast = self.device.type == "cuda" and cfg.train.mixed_precision
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=autocast):
+        with (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                             enabled=autocast),
+              self._offsets_of_this_slice(n_global)):
             out = renderer.render_rays(batch, stratified=True,
                                        prune=cfg.sampler.prune_in_training,
                                        generator=self.generator)
         samples = out.samples
-        mse = torch.mean((out.rgb.float() - batch.rgb) ** 2)
         n_exp = renderer.n_experts
         use_balance = cfg.model.routing.kind == "gate" and n_exp > 1
-        bal = (balance_loss(samples.probs, samples.expert_id) if use_balance
-               else mse.new_zeros(()))
-        loss = mse + cfg.model.routing.balance_weight * bal
+        if ctx.is_distributed:
+            mse, bal, loss, objective = self._global_loss(out.rgb, batch.rgb, samples,
+                                                          use_balance)
+        else:
+            mse = torch.mean((out.rgb.float() - batch.rgb) ** 2)
+            bal = (balance_loss(samples.probs, samples.expert_id) if use_balance
+                   else mse.new_zeros(()))
+            loss = objective = mse + cfg.model.routing.balance_weight * bal
         self.optimizer.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(loss))  # the step's one host sync
+        finite = bool(torch.isfinite(loss))  # the step's one host sync (global: all agree)
         stats = StepStats(loss=loss.detach(), mse=mse.detach(), balance=bal.detach(),
                           expert_id=samples.expert_id, kept=samples.kept, n_experts=n_exp,
                           samples_per_ray=samples.expert_id.shape[0] / max(len(batch), 1),
-                          skipped=not finite)
+                          skipped=not finite, ctx=ctx, n_rays=len(batch))
+        if finite or self.expert_parallel:
+            objective.backward()  # the expert exchange's backward is a collective
         if finite:
-            loss.backward()
+            if ctx.is_distributed:
+                ctx.all_reduce_gradients(dense_parameters(renderer.field), op="sum")
             self.optimizer.step()
         else:
             self.skipped_steps += 1
         self.step += 1
         return stats
+
+    def _global_loss(self, rgb, target, samples, use_balance: bool):
+        """Global-batch mse, balance and loss values (no gradient), and this rank's share
+        of the loss (with gradient; the shares sum over ranks to the loss)."""
+        terms = global_mse(self.ctx, rgb, target)
+        if use_balance:
+            b = global_balance(self.ctx, samples.probs, samples.expert_id)
+            bal, bal_share = b.value, b.share
+        else:
+            bal = bal_share = terms.value.new_zeros(())
+        w = self.cfg.model.routing.balance_weight
+        return terms.value, bal, terms.value + w * bal, terms.share + w * bal_share
+
+    @contextmanager
+    def _offsets_of_this_slice(self, n_global: int):
+        """Distributed: the stratified offsets drawn inside are those one process draws for
+        this rank's rays (on the CPU generator, draws are sequential: skip the earlier
+        ranks' rays), and afterwards the generator stands where one process's would after
+        ``n_global`` offsets, identical on every rank (the occupancy updates match)."""
+        ctx, g = self.ctx, self.generator
+        if not ctx.is_distributed:
+            yield
+            return
+        start = g.get_state()
+        skip = rank_slice(n_global, ctx.rank, ctx.world_size).start
+        torch.rand(skip, generator=g, device=g.device)
+        try:
+            yield
+        finally:
+            g.set_state(start)
+            torch.rand(n_global, generator=g, device=g.device)
 
     # ------------------------------------------------------------------ the loop
     def request_stop(self, *_args) -> None:
@@ -264,33 +386,37 @@ class Trainer:
 
         on_step(trainer, stats): optional callback after every step (viewer, tests); it may
         call :meth:`request_stop`. Statistics reach the host only on logged steps (every
-        ``log_every`` and skipped ones). Returns a summary dict.
+        ``log_every`` and skipped ones). Returns a summary dict. Distributed: the ranks
+        agree every step on whether to stop (a signal or the time budget on any rank
+        stops all of them after the same step).
         """
         cfg = self.cfg.train
         max_steps = cfg.max_steps if max_steps is None else max_steps
         old_handlers = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        log = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 - closed in finally
+        log = (open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 - closed in finally
+               if self.ctx.is_main else None)
         start, rays_done = time.perf_counter(), 0
         last = None
+        traffic = _Traffic(self)
         try:
             with TrainProgress(max_steps, self.step, enabled=self.progress_enabled) as bar:
-                while self.step < max_steps and not self._stop_requested:
-                    if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
-                        break
+                while self.step < max_steps and not self._should_stop(start):
                     batch = next(self.stream)
                     last = self.train_step(batch)
+                    traffic.step_done()
                     rays_done += len(batch)
                     rays_per_s = rays_done / max(time.perf_counter() - start, 1e-9)
                     logged = self.step % cfg.log_every == 0 or last.skipped
                     values = last.values() if logged else None
+                    extra = traffic.per_step() if logged else {}
                     bar.update(self.step, rays_per_s, values)
-                    if values is not None:
+                    if values is not None and log is not None:
                         log.write(json.dumps({"step": self.step, "time_s": time.perf_counter() - start,
                                               "loss": values.loss, "psnr": values.psnr,
                                               "balance": values.balance, "rays_per_s": rays_per_s,
                                               "samples_per_ray": values.samples_per_ray,
                                               "load": values.load, "dropped": values.dropped,
-                                              "skipped": values.skipped}) + "\n")
+                                              "skipped": values.skipped, **extra}) + "\n")
                     if last.skipped:
                         bar.note(f"step {self.step}: non-finite loss, step skipped")
                     if on_step is not None:
@@ -301,13 +427,27 @@ class Trainer:
                         self.save()
             self.save()
         finally:
-            log.close()
+            if log is not None:
+                log.close()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
         elapsed = time.perf_counter() - start
         return {"step": self.step, "elapsed_s": elapsed, "rays_per_s": rays_done / max(elapsed, 1e-9),
                 "interrupted": self._stop_requested, "skipped_steps": self.skipped_steps,
                 "last_train_psnr": None if last is None else last.values().psnr}
+
+    def _should_stop(self, start: float) -> bool:
+        """A stop request or the time budget; distributed, any rank's (one all-reduce)."""
+        budget = self.cfg.train.time_budget_s
+        over = budget is not None and time.perf_counter() - start > budget
+        if not self.ctx.is_distributed:
+            return self._stop_requested or over
+        flags = self.ctx.all_reduce_sum(torch.tensor([float(self._stop_requested), float(over)],
+                                                     device=self.device))
+        asked, over = flags.tolist()
+        if asked > 0:
+            self._stop_requested = True
+        return asked > 0 or over > 0
 
     def _periodic_eval(self, log, bar) -> None:
         n = len(self.scene.images("val"))
@@ -316,19 +456,82 @@ class Trainer:
             return
         count = min(self.cfg.train.eval_images, n)
         picks = sorted({round(k * (n - 1) / max(count - 1, 1)) for k in range(count)})
-        result = evaluate(self.renderer, self.scene, indices=picks,
-                          right_half=uses_right_half_protocol(self.scene, self.cfg))
-        log.write(json.dumps({"step": self.step, "eval_psnr": result["psnr"],
-                              "eval_ssim": result["ssim"], "images": picks}) + "\n")
-        bar.note(f"step {self.step}: eval PSNR {result['psnr']:.2f} dB on {len(picks)} val images")
-        is_best = result["psnr"] is not None and result["psnr"] > self.best_psnr
+        renderer = self._full_renderer()
+        psnr = None
+        if self.ctx.is_main:
+            result = evaluate(renderer, self.scene, indices=picks,
+                              right_half=uses_right_half_protocol(self.scene, self.cfg))
+            log.write(json.dumps({"step": self.step, "eval_psnr": result["psnr"],
+                                  "eval_ssim": result["ssim"], "images": picks}) + "\n")
+            bar.note(f"step {self.step}: eval PSNR {result['psnr']:.2f} dB on {len(picks)} "
+                     "val images")
+            psnr = result["psnr"]
+        if self.ctx.is_distributed:
+            self._wait_for_main()  # the others wait for rank 0's eval
+            psnr = self.ctx.broadcast_object(psnr)
+        is_best = psnr is not None and psnr > self.best_psnr
         if is_best:
-            self.best_psnr = result["psnr"]
+            self.best_psnr = psnr
         self.save(is_best=is_best)
 
-    def save(self, *, is_best: bool = False) -> Path:
-        return save_checkpoint(self.run_dir, self.step, self.state_dict(),
-                               keep_last=self.cfg.train.keep_last, is_best=is_best)
+    def _full_renderer(self):
+        """A renderer of the whole field for rank 0 alone (eval): the trainer's own, or with
+        expert parallelism one built from the gathered tables (a collective; None on the
+        other ranks)."""
+        if not self.expert_parallel:
+            return self.renderer if self.ctx.is_main else None
+        field = self.renderer.field
+        state = gather_expert_state_dict(field.state_dict(), field.experts, prefix="experts.")
+        if state is None:
+            return None
+        with torch.random.fork_rng(devices=[]):  # the initial values are overwritten next
+            full = build_renderer(self.cfg, self.scene, len(self.cams), device=self.device)
+        full.field.load_state_dict(state)
+        full.grid.load_state_dict(self.renderer.grid.state_dict())
+        return full
+
+    def save(self, *, is_best: bool = False) -> Path | None:
+        """Write a checkpoint (rank 0; a collective when distributed). Returns its path on
+        rank 0, None elsewhere."""
+        state = self.state_dict()
+        path = None
+        if self.ctx.is_main:
+            path = save_checkpoint(self.run_dir, self.step, state,
+                                   keep_last=self.cfg.train.keep_last, is_best=is_best)
+        if self.ctx.is_distributed:
+            self._wait_for_main()
+        return path
 
     def close(self) -> None:
         self.stream.close()
+
+
+class _Traffic:
+    """Bytes the ranks send each other per step, for the metrics log (distributed only):
+    ``exchange_bytes``, the expert-parallel sample exchange of all ranks together, and
+    ``allreduce_bytes``, the dense-gradient buffer each rank all-reduces."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer, self.steps = trainer, 0
+        field = trainer.renderer.field
+        self.encoder = field.experts if trainer.expert_parallel else None
+        if self.encoder is not None:
+            self.encoder.reset_bytes()
+        self.dense_bytes = sum(p.numel() * p.element_size() for p in dense_parameters(field)
+                               if p.requires_grad)
+
+    def step_done(self) -> None:
+        self.steps += 1
+
+    def per_step(self) -> dict:
+        """Per-step averages since the last call (a collective with expert parallelism)."""
+        ctx = self.trainer.ctx
+        if not ctx.is_distributed:
+            return {}
+        sent = 0 if self.encoder is None else self.encoder.reset_bytes().total
+        if self.encoder is not None:
+            sent = int(ctx.all_reduce_sum(torch.tensor([float(sent)],
+                                                       device=self.trainer.device)).item())
+        steps, self.steps = max(self.steps, 1), 0
+        return {"world_size": ctx.world_size, "exchange_bytes": sent / steps,
+                "allreduce_bytes": self.dense_bytes}

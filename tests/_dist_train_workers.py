@@ -1,0 +1,34 @@
+"""Worker for tests/test_train_torchrun.py: one Trainer step on each of two gloo ranks
+(127.0.0.1), writing the gathered expert-table gradient and the dense gradients."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def one_step_worker(rank: int, world: int, port: int, out_dir: str, preset: str,
+                    sets: list[str], scene: str, store: str, expert_parallel: bool) -> None:
+    from _dist_workers import _start
+
+    out = Path(out_dir)
+    ctx = _start(rank, world, port, out, 60.0)
+    from switchnerf.config import load_config
+    from switchnerf.train.data import prepare_training_data
+    from switchnerf.train.trainer import Trainer
+
+    cfg = load_config(preset, sets + [f"distributed.expert_parallel={str(expert_parallel).lower()}"])
+    data = prepare_training_data(cfg, Path(scene), Path(store), build=False, progress=False)
+    trainer = Trainer(cfg, data, out / "run", progress=False, ctx=ctx)
+    trainer.train_step(next(trainer.stream))
+    field = trainer.renderer.field
+    grad = field.expert_table.grad
+    if expert_parallel:
+        grad = field.experts.gather_table(grad)
+    dense = {n: p.grad.clone() for n, p in field.named_parameters()
+             if p.grad is not None and p is not field.expert_table}
+    if rank == 0:
+        torch.save({"experts": grad, "dense": dense}, out / "grads.pt")
+    trainer.close()
+    ctx.close()
