@@ -113,8 +113,13 @@ def test_gui_values_sent_by_a_client_are_clamped_on_the_server(run):
         t0 = time.perf_counter()
         editor._redraw()
         assert time.perf_counter() - t0 < 10.0
-        curve = next(n for n in editor._nodes if n.name == "/path/curve")
-        assert len(curve.points) <= CURVE_POINTS
+        # a GUI callback's redraw may be rebuilding the nodes right now: wait for the curve
+        def curve_node():
+            with editor._draw_lock:
+                return next((n for n in editor._nodes if n.name == "/path/curve"), None)
+
+        assert _wait(lambda: curve_node() is not None)
+        assert len(curve_node().points) <= CURVE_POINTS
     finally:
         client.close()
         viewer.stop()
