@@ -74,6 +74,16 @@ class RoutingConfig:
     capacity_factor: float | None = None  # None: no dropping
     balance_weight: float = 1e-3
     fixed_grid: tuple[int, int] = (2, 4)  # rows x cols of cells for kind=fixed (= n_experts)
+    # How the gate value g scales the expert features: "product" (g * features) or
+    # "straight_through" (forward value 1, the gate still gets the gradient of g).
+    gate_scale: str = "product"
+    gate_dense: bool = False  # every gate level dense (collision-free); ignores gate.log2_hashmap_size
+    # Gate start: "random", or "partition" (routes by the nearest of a grid of ground
+    # centroids, finest experts nearest the centre; moe/partition_init.py).
+    gate_init: str = "random"
+    gate_init_sharpness: float = 8.0  # logit scale of the "partition" start
+    gate_lr_factor: float = 1.0  # gate learning rates relative to optim.lr_tables / lr_mlps
+    gate_eps: float | None = None  # Adam eps of the gate's parameters (None: optim.eps)
 
 
 @dataclass
