@@ -9,8 +9,8 @@ from torch import nn
 
 from switchnerf.config import ModelConfig
 from switchnerf.encoding import HashExperts, SHEncoding
-from switchnerf.errors import SwitchNerfError
 from switchnerf.encoding.experts import geometric_expert_specs
+from switchnerf.errors import SwitchNerfError
 from switchnerf.model.activations import density_activation
 from switchnerf.model.background import SkyBackground
 from switchnerf.moe.gate import FixedCellRouter, GateOutput, HashGate
