@@ -81,7 +81,7 @@ class RoutingConfig:
     # Gate start: "random", or "partition" (routes by the nearest of a grid of ground
     # centroids, finest experts nearest the centre; moe/partition_init.py).
     gate_init: str = "random"
-    gate_init_sharpness: float = 8.0  # logit scale of the "partition" start
+    gate_init_sharpness: float = 4.0  # "partition" start: logit lead at a cell centre
     gate_lr_factor: float = 1.0  # gate learning rates relative to optim.lr_tables / lr_mlps
     gate_eps: float | None = None  # Adam eps of the gate's parameters (None: optim.eps)
 

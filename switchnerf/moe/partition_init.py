@@ -88,8 +88,9 @@ def partition_centroids(grid: tuple[int, int]) -> Tensor:
     [[-0.5, 0.0], [0.5, 0.0]]
     """
     rows, cols = grid
-    xs = (torch.arange(cols, dtype=torch.float64) + 0.5) / cols * 2 - 1
-    ys = (torch.arange(rows, dtype=torch.float64) + 0.5) / rows * 2 - 1
+    cpu = torch.device("cpu")  # also under a meta default device (parameter counting)
+    xs = (torch.arange(cols, dtype=torch.float64, device=cpu) + 0.5) / cols * 2 - 1
+    ys = (torch.arange(rows, dtype=torch.float64, device=cpu) + 0.5) / rows * 2 - 1
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], -1).to(torch.float32)
 
@@ -116,18 +117,20 @@ def init_partition_gate(mlp: nn.Sequential, centroids: Tensor, margin: float) ->
         raise ValueError("init_partition_gate: the gate's output layer must have no bias")
     if n_exp < 2:
         return
-    c = centroids.to(torch.float64)
-    d2 = torch.cdist(c, c).pow(2) + torch.eye(n_exp, dtype=torch.float64) * 1e30
+    cpu = torch.device("cpu")  # also under a meta default device (parameter counting)
+    c = centroids.to(device=cpu, dtype=torch.float64)
+    d2 = torch.cdist(c, c).pow(2) + torch.eye(n_exp, dtype=torch.float64, device=cpu) * 1e30
     beta = margin / float(d2.min())
     n_in = first.weight.shape[1]
     u = [n_in - 3, n_in - 2]  # the x and y columns of u
-    w1 = torch.zeros(PARTITION_UNITS, n_in, dtype=torch.float64)
+    w1 = torch.zeros(PARTITION_UNITS, n_in, dtype=torch.float64, device=cpu)
     w1[0, u[0]], w1[1, u[0]], w1[2, u[1]], w1[3, u[1]] = 1.0, -1.0, 1.0, -1.0
-    b1 = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
-    w2 = torch.zeros(n_exp, hidden, dtype=torch.float64)
+    b1 = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0], dtype=torch.float64, device=cpu)
+    w2 = torch.zeros(n_exp, hidden, dtype=torch.float64, device=cpu)
     w2[:, 0], w2[:, 1] = 2 * beta * c[:, 0], -2 * beta * c[:, 0]
     w2[:, 2], w2[:, 3] = 2 * beta * c[:, 1], -2 * beta * c[:, 1]
     w2[:, 4] = -beta * c.pow(2).sum(-1)
-    first.weight[:PARTITION_UNITS].copy_(w1.to(first.weight.dtype))
-    first.bias[:PARTITION_UNITS].copy_(b1.to(first.bias.dtype))
-    last.weight.copy_(w2.to(last.weight.dtype))
+    dev = first.weight.device
+    first.weight[:PARTITION_UNITS].copy_(w1.to(device=dev, dtype=first.weight.dtype))
+    first.bias[:PARTITION_UNITS].copy_(b1.to(device=dev, dtype=first.bias.dtype))
+    last.weight.copy_(w2.to(device=dev, dtype=last.weight.dtype))
