@@ -207,12 +207,27 @@ class RoutingConfig(_Section):
     """
 
     kind: str = setting("gate", one_of("gate", "fixed", "single"))
-    gate: GridConfig = field(default_factory=GridConfig)
+    # coarse and dense: routing smooth in space, far-apart points never tied by a hash
+    gate: GridConfig = field(default_factory=lambda: GridConfig(n_levels=4, max_resolution=64))
     gate_hidden: int = setting(64, at_least(1))
     capacity_factor: float | None = setting(None, above(0.0))  # None: no dropping
     balance_weight: float = setting(1e-3, at_least(0.0))
     # rows x cols of cells for kind=fixed (= n_experts)
     fixed_grid: tuple[int, int] = setting((2, 4), each(at_least(1)))
+    # How the gate value g scales the expert features: "product" (g * features) or
+    # "straight_through" (forward value 1, the gate still gets the gradient of g).
+    gate_scale: str = setting("straight_through", one_of("product", "straight_through"))
+    # every gate level dense (collision-free); ignores gate.log2_hashmap_size
+    gate_dense: bool = True
+    # Gate start: "random", or "partition" (routes by the nearest of a grid of ground
+    # centroids, finest experts nearest the centre; moe/partition_init.py).
+    gate_init: str = setting("partition", one_of("random", "partition"))
+    # "partition" start: logit lead at a cell centre
+    gate_init_sharpness: float = setting(4.0, above(0.0))
+    # gate learning rates relative to optim.lr_tables / lr_mlps
+    gate_lr_factor: float = setting(0.1, above(0.0))
+    # Adam eps of the gate's parameters (None: optim.eps)
+    gate_eps: float | None = setting(None, above(0.0))
 
 
 @dataclass(frozen=True)

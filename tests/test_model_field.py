@@ -45,20 +45,27 @@ def test_forward_shapes_and_routing_consistency():
     assert (out.sigma >= 0).all() and (out.rgb >= 0).all() and (out.rgb <= 1).all()
 
 
-def test_density_is_head_of_gate_scaled_expert_features():
+@pytest.mark.parametrize("scale", ["product", "straight_through"])
+def test_density_is_head_of_gate_scaled_expert_features(scale):
+    """product: the head sees g * features; straight_through: the features at full scale
+    (forward value 1; the gate's gradient is tested in test_moe_gate_scale)."""
     torch.manual_seed(1)
-    field = SwitchField(tiny_cfg(), n_images=3)
+    field = SwitchField(tiny_cfg(gate_scale=scale), n_images=3)
     _randomise(field)
     x, _, _ = inputs()
     gate = field.route(x)
-    feats = field.experts.encode(x, gate.expert_id) * gate.gate_value[:, None]
+    g = gate.gate_value[:, None] if scale == "product" else 1.0
+    feats = field.experts.encode(x, gate.expert_id) * g
     raw = field.head(feats)[:, 0]
     assert torch.allclose(field.density(x), trunc_exp(raw - 1.0), rtol=1e-5, atol=1e-6)
 
 
-def test_gate_receives_gradient_through_gate_value():
+@pytest.mark.parametrize("scale", ["product", "straight_through"])
+def test_gate_receives_gradient_through_gate_value(scale):
+    """From a random start (a partition start feeds the gate's MLP no table features at
+    first, so its table gets gradient only once the MLP has moved)."""
     torch.manual_seed(2)
-    field = SwitchField(tiny_cfg(), n_images=3)
+    field = SwitchField(tiny_cfg(gate_scale=scale, gate_init="random"), n_images=3)
     _randomise(field)
     x, d, img = inputs()
     field(x, d, img).sigma.sum().backward()

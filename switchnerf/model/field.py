@@ -10,11 +10,13 @@ from torch import nn
 from switchnerf.config import ModelConfig
 from switchnerf.encoding import HashExperts, SHEncoding
 from switchnerf.encoding.experts import geometric_expert_specs
+from switchnerf.errors import SwitchNerfError
 from switchnerf.model.activations import density_activation
 from switchnerf.model.background import SkyBackground
 from switchnerf.moe.expert_parallel import ExpertParallelEncoder
 from switchnerf.moe.gate import FixedCellRouter, GateOutput, HashGate
-from switchnerf.moe.routing import capacity_keep_mask
+from switchnerf.moe.partition_init import PARTITION_UNITS
+from switchnerf.moe.routing import GATE_SCALES, capacity_keep_mask, gate_scale
 from switchnerf.ops.mlp import apply_mlp, apply_mlp_shared, make_mlp
 
 
@@ -63,10 +65,15 @@ class SwitchField(nn.Module):
     :class:`~switchnerf.moe.expert_parallel.ExpertParallelEncoder`; every encode is then a
     collective (``collective`` is True), so every rank calls ``geometry`` / ``density`` the
     same number of times, also with no points.
+
+    Gate scale (``cfg.routing.gate_scale``): the expert features go into the head
+    multiplied by the gate value g (``product``) or by a straight-through factor whose
+    value is 1 and whose gradient wrt g is 1 (``straight_through``; moe ``gate_scale``).
     """
 
     def __init__(self, cfg: ModelConfig, n_images: int):
         super().__init__()
+        check_routing(cfg)
         self.cfg = cfg
         ex, rt, hd = cfg.experts, cfg.routing, cfg.head
         self.n_experts = ex.n_experts
@@ -77,7 +84,11 @@ class SwitchField(nn.Module):
         self.experts = HashExperts(specs, n_levels=ex.n_levels,
                                    n_features_per_level=ex.n_features_per_level)
         if rt.kind == "gate":
-            self.router: nn.Module | None = HashGate(rt.gate, ex.n_experts, rt.gate_hidden)
+            self.router: nn.Module | None = HashGate(rt.gate, ex.n_experts, rt.gate_hidden,
+                                                     dense=rt.gate_dense)
+            if rt.gate_init == "partition":
+                self.router.start_from_partition([s.max_resolution for s in specs],
+                                                 rt.gate_init_sharpness)
         elif rt.kind == "fixed":
             self.router = FixedCellRouter(rt.fixed_grid)
         else:
@@ -112,7 +123,8 @@ class SwitchField(nn.Module):
         else:
             kept = torch.ones_like(gate.expert_id, dtype=torch.bool)
         feats = self.experts.encode(x, gate.expert_id)  # [M, L*F]
-        h = apply_mlp(self.head, feats, gate.gate_value * kept)
+        h = apply_mlp(self.head, feats, gate_scale(gate.gate_value, self.cfg.routing.gate_scale)
+                      * kept)
         sigma = density_activation(self.cfg.head.density_activation, h[:, 0].float())
         return Geometry(sigma, h[:, 1:], gate, kept)
 
@@ -201,3 +213,36 @@ class SwitchField(nn.Module):
     def mlp_parameters(self) -> list[nn.Parameter]:
         tables = {id(p) for p in self.table_parameters()}
         return [p for p in self.parameters() if id(p) not in tables]
+
+    def gate_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """The learned gate's (table, MLP) parameters; both empty without a learned gate.
+        They are also among ``table_parameters`` / ``mlp_parameters``."""
+        if not isinstance(self.router, HashGate):
+            return [], []
+        return [self.router.encoding.params], list(self.router.mlp.parameters())
+
+
+GATE_INITS = ("random", "partition")
+
+
+def check_routing(cfg: ModelConfig) -> None:
+    """Raise SwitchNerfError naming the key for a bad gate option of ``cfg.routing``."""
+    rt = cfg.routing
+    if rt.gate_scale not in GATE_SCALES:
+        raise SwitchNerfError(f"config: model.routing.gate_scale: expected one of "
+                              f"{', '.join(GATE_SCALES)}, got {rt.gate_scale!r}")
+    if rt.gate_init not in GATE_INITS:
+        raise SwitchNerfError(f"config: model.routing.gate_init: expected one of "
+                              f"{', '.join(GATE_INITS)}, got {rt.gate_init!r}")
+    if rt.kind == "gate" and rt.gate_init == "partition" and rt.gate_hidden < PARTITION_UNITS:
+        raise SwitchNerfError(f"config: model.routing.gate_hidden: the partition start needs "
+                              f">= {PARTITION_UNITS} hidden units, got {rt.gate_hidden}")
+    if not rt.gate_init_sharpness > 0:
+        raise SwitchNerfError(f"config: model.routing.gate_init_sharpness: must be > 0, "
+                              f"got {rt.gate_init_sharpness}")
+    if not rt.gate_lr_factor >= 0:
+        raise SwitchNerfError(f"config: model.routing.gate_lr_factor: must be >= 0, "
+                              f"got {rt.gate_lr_factor}")
+    if rt.gate_eps is not None and not rt.gate_eps > 0:
+        raise SwitchNerfError(f"config: model.routing.gate_eps: must be > 0 or null, "
+                              f"got {rt.gate_eps}")

@@ -7,7 +7,15 @@ from torch import nn
 
 from switchnerf.config import GridConfig
 from switchnerf.encoding import HashGrid
+from switchnerf.errors import SwitchNerfError
+from switchnerf.moe.partition_init import (
+    assign_cells,
+    init_partition_gate,
+    partition_centroids,
+    partition_grid,
+)
 from switchnerf.moe.routing import top1
+from switchnerf.ops.hash_levels import MAX_HASHMAP_SIZE, grid_level_specs, per_level_scale_for
 from switchnerf.ops.mlp import apply_mlp, make_mlp
 from switchnerf.scene.partition import GridPartition
 
@@ -37,14 +45,35 @@ class GateOutput:
         return self._probs
 
 
-def grid_from_config(cfg: GridConfig) -> HashGrid:
-    """A HashGrid whose finest level has ``cfg.max_resolution`` vertices-ish (tcnn scale)."""
+def dense_rows(cfg: GridConfig) -> int:
+    """Rows of the finest level of ``cfg`` when it is stored densely: ``res^3`` rounded up
+    to a multiple of 8, with ``res`` its vertices per axis (tcnn's level rule)."""
+    pls = per_level_scale_for(cfg.base_resolution, cfg.max_resolution, cfg.n_levels)
+    finest = grid_level_specs(cfg.n_levels, 31, cfg.base_resolution, pls)[-1]
+    return (finest.resolution**3 + 7) // 8 * 8
+
+
+def grid_from_config(cfg: GridConfig, *, dense: bool = False) -> HashGrid:
+    """A HashGrid whose finest level has ``cfg.max_resolution`` vertices-ish (tcnn scale).
+
+    dense: every level is stored densely (no hash collisions): the table size is raised to
+    the finest level's vertex count and ``cfg.log2_hashmap_size`` is not used.
+    """
+    hashmap_size = None
+    if dense:
+        hashmap_size = max(dense_rows(cfg), 8)
+        if hashmap_size > MAX_HASHMAP_SIZE:
+            raise SwitchNerfError(
+                f"config: model.routing.gate_dense: a dense gate of max_resolution "
+                f"{cfg.max_resolution} needs {hashmap_size} rows per level (at most "
+                f"{MAX_HASHMAP_SIZE}); lower model.routing.gate.max_resolution")
     return HashGrid.from_max_resolution(
         n_levels=cfg.n_levels,
         n_features_per_level=cfg.n_features_per_level,
         log2_hashmap_size=cfg.log2_hashmap_size,
         base_resolution=cfg.base_resolution,
         max_resolution=cfg.max_resolution,
+        hashmap_size=hashmap_size,
     )
 
 
@@ -55,13 +84,24 @@ class HashGate(nn.Module):
     that routing varies smoothly in space from the first step: the hash table starts at
     ~1e-4, and a gate fed only by it would send every point to the same expert until the
     balance loss pulled it apart.
+
+    dense: store every level of the gate's grid densely (:func:`grid_from_config`).
     """
 
-    def __init__(self, grid: GridConfig, n_experts: int, hidden: int = 64):
+    def __init__(self, grid: GridConfig, n_experts: int, hidden: int = 64, *,
+                 dense: bool = False):
         super().__init__()
         self.n_experts = n_experts
-        self.encoding = grid_from_config(grid)
+        self.encoding = grid_from_config(grid, dense=dense)
         self.mlp = make_mlp(self.encoding.output_dim + 3, hidden, n_experts, 1, bias_out=False)
+
+    def start_from_partition(self, finest_resolutions: list[float], margin: float) -> None:
+        """Rewrite the MLP so that the gate routes by a compact ground partition, the finest
+        experts nearest the centre (module ``switchnerf.moe.partition_init``); ``margin``:
+        the logit lead of a cell centre's expert over the nearest other cell's."""
+        grid = partition_grid(self.n_experts)
+        cells = assign_cells(list(finest_resolutions), grid)
+        init_partition_gate(self.mlp, partition_centroids(grid)[cells], margin)
 
     def forward(self, x: torch.Tensor) -> GateOutput:
         feats = self.encoding(x)

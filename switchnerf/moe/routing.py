@@ -23,6 +23,27 @@ def top1(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return expert_id, gate_value
 
 
+GATE_SCALES = ("product", "straight_through")
+
+
+def gate_scale(gate_value: torch.Tensor, mode: str) -> torch.Tensor:
+    """The factor [M] that multiplies each point's expert features.
+
+    ``product``: ``g`` itself (Switch-NeRF++'s ``y = g * E_i(x)``). ``straight_through``:
+    ``1 + (g - g.detach())``: exactly 1 in the forward pass, so the experts and the head
+    see features at full scale from the first step, while ``d scale / d g = 1`` gives the
+    gate the same gradient as the plain product (``sum(upstream * features)`` per point).
+    Without gradients it is ``ones_like(g)``.
+    """
+    if mode == "product":
+        return gate_value
+    if mode == "straight_through":
+        if not (torch.is_grad_enabled() and gate_value.requires_grad):
+            return torch.ones_like(gate_value)
+        return 1.0 + (gate_value - gate_value.detach())
+    raise ValueError(f"gate_scale: mode must be one of {GATE_SCALES}, got {mode!r}")
+
+
 def balance_loss(probs: torch.Tensor, expert_id: torch.Tensor) -> torch.Tensor:
     """Switch Transformer load-balance loss ``E * sum_e f_e * P_e``.
 

@@ -32,14 +32,40 @@ def build_renderer(cfg: Config, scene, n_images: int, *, device="cpu") -> Render
 
 
 def build_optimizer(cfg: Config, field: SwitchField) -> torch.optim.Optimizer:
-    """Adam with one learning rate for hash tables and another (with weight decay) for MLPs."""
-    o = cfg.optim
+    """Adam with one learning rate for hash tables and another (with weight decay) for MLPs.
+
+    Groups 0 (tables) and 1 (MLPs) carry the scheduled rates. When the gate has its own
+    settings (``model.routing.gate_lr_factor`` != 1 or ``gate_eps`` set), its table and
+    MLP are groups 2 and 3, with their own Adam eps, and their learning rate follows groups
+    0 and 1 times the factor at every step (a step pre-hook), whatever the schedule sets.
+    """
+    o, rt = cfg.optim, cfg.model.routing
+    gate_table, gate_mlp = field.gate_parameters()
+    own = bool(gate_table) and (rt.gate_lr_factor != 1.0 or rt.gate_eps is not None)
+    skip = {id(p) for p in gate_table + gate_mlp} if own else set()
     groups = [
-        {"params": field.table_parameters(), "lr": o.lr_tables, "weight_decay": 0.0},
-        {"params": field.mlp_parameters(), "lr": o.lr_mlps, "weight_decay": o.weight_decay_mlps},
+        {"params": [p for p in field.table_parameters() if id(p) not in skip],
+         "lr": o.lr_tables, "weight_decay": 0.0},
+        {"params": [p for p in field.mlp_parameters() if id(p) not in skip],
+         "lr": o.lr_mlps, "weight_decay": o.weight_decay_mlps},
     ]
+    if own:
+        eps = o.eps if rt.gate_eps is None else rt.gate_eps
+        for leader, params, decay in ((0, gate_table, 0.0), (1, gate_mlp, o.weight_decay_mlps)):
+            groups.append({"params": params, "lr": groups[leader]["lr"] * rt.gate_lr_factor,
+                           "weight_decay": decay, "eps": eps, "lr_follows": leader,
+                           "lr_ratio": rt.gate_lr_factor})
     kwargs = {"betas": (0.9, 0.99), "eps": o.eps}
     try:
-        return torch.optim.Adam(groups, fused=True, **kwargs)
+        opt = torch.optim.Adam(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(groups, foreach=True, **kwargs)
+        opt = torch.optim.Adam(groups, foreach=True, **kwargs)
+
+    def follow(optimizer, _args, _kwargs) -> None:
+        for g in optimizer.param_groups:
+            if "lr_follows" in g:
+                g["lr"] = optimizer.param_groups[g["lr_follows"]]["lr"] * g["lr_ratio"]
+
+    if own:
+        opt.register_step_pre_hook(follow)
+    return opt
