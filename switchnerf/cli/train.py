@@ -183,8 +183,11 @@ def _cmd_train_distributed(args, device: str, cfg) -> int:
 def run_eval(run_dir: Path, *, checkpoint="latest", device="cpu") -> dict:
     """Evaluate every val image of a run; write RUN/eval/metrics.json and side-by-sides."""
     from switchnerf.io_utils import write_json_atomic
+    from switchnerf.moe.diagnostics import RoutingProbe
+    from switchnerf.render.palette import EXPERT_PALETTE
     from switchnerf.train.evaluate import evaluate, uses_right_half_protocol
     from switchnerf.train.metrics import LpipsMetric
+    from switchnerf.train.routing_log import EXPERT_MAP_FILE, summarise_routing
     from switchnerf.train.run import load_run
 
     run = load_run(run_dir, device=device, which=checkpoint)
@@ -196,6 +199,11 @@ def run_eval(run_dir: Path, *, checkpoint="latest", device="cpu") -> dict:
                       right_half=uses_right_half_protocol(run.scene, run.cfg))
     result["step"] = run.step
     result["checkpoint"] = run.checkpoint.name
+    routing = summarise_routing(run.renderer, Path(run_dir) / "metrics.jsonl")
+    if routing is not None:
+        result["routing"] = routing
+        RoutingProbe().write_topdown(out_dir / EXPERT_MAP_FILE, run.renderer.field,
+                                     run.renderer.grid, EXPERT_PALETTE)
     write_json_atomic(out_dir / "metrics.json", result)
     return result
 
@@ -205,6 +213,13 @@ def cmd_eval(args) -> int:
     lp = "null" if result["lpips"] is None else f"{result['lpips']:.4f}"
     print(f"eval ({result['protocol']}, {len(result['images'])} images, step {result['step']}): "
           f"PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}  LPIPS {lp}")
+    routing = result.get("routing")
+    if routing is not None and routing["n_points"]:
+        churn = routing["churn_per_100_steps"]
+        churn = "n/a" if churn is None else f"{100 * churn:.2f}% per 100 steps"
+        print(f"routing: gate value {routing['gate_value']:.3f}, neighbour disagreement "
+              f"{100 * routing['disagreement']:.1f}%, churn {churn}; top-down map "
+              f"{Path(args.run) / 'eval' / 'experts_topdown.png'}")
     print(f"metrics: {Path(args.run) / 'eval' / 'metrics.json'}")
     return 0
 

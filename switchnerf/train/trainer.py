@@ -49,6 +49,7 @@ from switchnerf.train.distributed import (
 )
 from switchnerf.train.evaluate import evaluate, uses_right_half_protocol
 from switchnerf.train.progress import TrainProgress
+from switchnerf.train.routing_log import RoutingLog
 from switchnerf.train.run import (
     RESUME_MAY_CHANGE,
     config_differences,
@@ -197,6 +198,7 @@ class Trainer:
         self.step = 0
         self.best_psnr = -math.inf
         self.skipped_steps = 0
+        self.routing_log = RoutingLog(seed=cfg.train.seed)
         self._stop_requested = False
         self.progress_enabled = progress and self.ctx.is_main
         self.stream = self._open_stream(data.store)
@@ -409,6 +411,8 @@ class Trainer:
                     logged = self.step % cfg.log_every == 0 or last.skipped
                     values = last.values() if logged else None
                     extra = traffic.per_step() if logged else {}
+                    if logged and log is not None:
+                        extra["routing"] = self.routing_log.measure(self.renderer, self.step)
                     bar.update(self.step, rays_per_s, values)
                     if values is not None and log is not None:
                         log.write(json.dumps({"step": self.step, "time_s": time.perf_counter() - start,
