@@ -17,7 +17,7 @@ from switchnerf.scene.colmap_model import (
     rotmat_to_qvec,
     write_model,
 )
-from switchnerf.scene.frames import CV_TO_GL, DRB_TO_WORLD
+from switchnerf.scene.poses import CV_TO_GL, DRB_TO_WORLD
 from switchnerf.scene.synth.drone import look_c2w
 
 W, H = 16, 12

@@ -12,8 +12,8 @@ import threading
 import time
 
 from switchnerf.video.paths import look_at
-from switchnerf.viewer.frames import viser_from_c2w
 from switchnerf.viewer.probe import ProbeClient
+from switchnerf.viewer.viser_cameras import viser_from_c2w
 
 
 def _client(url: str, k: int, seconds: float, images: list[int]) -> None:

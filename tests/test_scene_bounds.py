@@ -6,8 +6,8 @@ import numpy as np
 from _scene_data import content_points, source_frame, to_source, world_cameras, write_colmap
 
 from switchnerf.scene import estimate_bounds, load_scene
-from switchnerf.scene.frames import DRB_TO_WORLD, estimate_up
 from switchnerf.scene.meganerf import altitude_m_to_world
+from switchnerf.scene.poses import DRB_TO_WORLD, estimate_up
 
 
 def test_drb_to_world_hand_case():

@@ -14,7 +14,7 @@ from switchnerf.scene.colmap_model import (
     qvec_to_rotmat,
     read_model,
 )
-from switchnerf.scene.frames import CV_TO_GL
+from switchnerf.scene.poses import CV_TO_GL
 
 
 def _raises(fn, *needles):

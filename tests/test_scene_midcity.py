@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from switchnerf.scene import load_scene
-from switchnerf.scene.frames import DRB_TO_WORLD
+from switchnerf.scene.poses import DRB_TO_WORLD
 from switchnerf.scene.synth import PRESETS, synthesize
 from switchnerf.scene.synth.city import CORE, FIELD, PARK, PLAZA, RIVERSIDE, SUBURB, build_city
 from switchnerf.scene.synth.regions import DOWNTOWN, load_region_mask, region_label_path

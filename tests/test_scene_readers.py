@@ -65,7 +65,7 @@ def test_three_readers_same_rays(tmp_path):
     (tmp_path / "mega").mkdir()
     mega = load_scene(write_meganerf(tmp_path / "mega", c2ws, origin, scale, val=(0, 8)))
     assert mega.format == "mega-nerf" and mega.metres_per_unit == scale
-    from switchnerf.scene.frames import DRB_TO_WORLD
+    from switchnerf.scene.poses import DRB_TO_WORLD
 
     shift = DRB_TO_WORLD @ origin  # world_metres = scale * drb_normalised-in-world + R origin
 

@@ -14,9 +14,9 @@ from switchnerf.video.camera_path import CameraPath
 from switchnerf.video.camera_path_io import load_camera_path
 from switchnerf.video.paths import Keyframe, look_at
 from switchnerf.viewer import ViewerServer
-from switchnerf.viewer.frames import viser_from_c2w
 from switchnerf.viewer.overlay import box_edges, expert_points, find_partition, partition_lines
 from switchnerf.viewer.path_files import list_paths, load_path, path_file, save_path
+from switchnerf.viewer.viser_cameras import viser_from_c2w
 
 
 def _path(n_key=3, loop=False) -> CameraPath:

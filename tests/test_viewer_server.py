@@ -18,9 +18,14 @@ from switchnerf.render.colorize import colorize
 from switchnerf.video.paths import PathCamera
 from switchnerf.viewer import ViewerServer
 from switchnerf.viewer.compute import ComputeGate, release_thread_pool
-from switchnerf.viewer.frames import ViserPose, path_camera_from_viser, render_size, viser_from_c2w
 from switchnerf.viewer.probe import ProbeClient
 from switchnerf.viewer.render import render_view
+from switchnerf.viewer.viser_cameras import (
+    ViserPose,
+    path_camera_from_viser,
+    render_size,
+    viser_from_c2w,
+)
 
 
 @pytest.fixture(scope="module")

@@ -33,10 +33,9 @@ COLORS = ("rgb", "expert")
 @torch.no_grad()
 def route_points(renderer: Renderer, points: np.ndarray, *, chunk: int = 1 << 16) -> np.ndarray:
     """Top-1 expert int64 [N] of world points float [N, 3] under the renderer's gate."""
-    box, device = renderer.box, renderer.device
-    lo, ext = box.lo.cpu().double(), box.extent.cpu().double()
-    unit = ((torch.from_numpy(np.asarray(points, dtype=np.float64)) - lo) / ext).clamp(0, 1)
-    unit = unit.to(torch.float32)
+    device = renderer.device
+    world = torch.from_numpy(np.asarray(points, dtype=np.float64))
+    unit = renderer.box.to(torch.device("cpu")).to_unit(world).clamp(0, 1).to(torch.float32)
     ids = [renderer.field.route(unit[s:s + chunk].to(device)).expert_id.cpu()
            for s in range(0, unit.shape[0], chunk)]
     return torch.cat(ids).numpy() if ids else np.zeros(0, dtype=np.int64)

@@ -28,6 +28,21 @@ class BoxFrame:
     def diagonal(self) -> float:
         return float(torch.linalg.norm(self.extent))
 
+    def to_unit(self, points: torch.Tensor) -> torch.Tensor:
+        """World points [..., 3] -> unit-cube points ``(p - lo) / (hi - lo)``, computed in
+        the points' dtype (float64 points stay float64).
+
+        >>> BoxFrame.from_bbox([[0, 0, 0], [2, 4, 8]]).to_unit(torch.tensor([[1.0, 1.0, 2.0]]))
+        tensor([[0.5000, 0.2500, 0.2500]])
+        """
+        lo, ext = self.lo.to(points), self.extent.to(points)
+        return (points - lo) / ext
+
+    def to_unit_directions(self, directions: torch.Tensor) -> torch.Tensor:
+        """World directions [..., 3] -> ``d / (hi - lo)``: with :meth:`to_unit` origins, the
+        ray parameter t keeps its world units (not renormalised)."""
+        return directions / self.extent.to(directions)
+
     def to(self, device) -> BoxFrame:
         return BoxFrame(self.lo.to(device), self.hi.to(device))
 

@@ -150,9 +150,8 @@ class Renderer:
             raises :class:`RenderCancelled` (the viewer abandons stale views).
         """
         field, box, cfg = self.field, self.box, self.sampler
-        ext = box.extent
-        o_unit = (rays.origins - box.lo) / ext
-        d_unit = rays.directions / ext
+        o_unit = box.to_unit(rays.origins)
+        d_unit = box.to_unit_directions(rays.directions)
         image_index = rays.image_index if use_appearance_index else None
         if prune and not torch.is_grad_enabled():
             return self._render_front_to_back(rays, o_unit, d_unit, image_index,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from switchnerf.scene.bounds import estimate_bounds
-from switchnerf.scene.frames import (
+from switchnerf.scene.poses import (
     estimate_up,
     holdout_split,
     rigid,

@@ -25,8 +25,8 @@ from switchnerf.errors import input_error
 from switchnerf.scene.assemble import Camera, assemble_scene
 from switchnerf.scene.colmap_model import ColmapCamera, model_ext, qvec_to_rotmat, read_model
 from switchnerf.scene.distortion import pinhole_for
-from switchnerf.scene.frames import CV_TO_GL, check_matrix
 from switchnerf.scene.images import undistorted_cache_path
+from switchnerf.scene.poses import CV_TO_GL, check_matrix
 from switchnerf.scene.types import ImageRecord, Scene, Undistortion
 
 SUPPORTED = ("SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from switchnerf.scene.frames import estimate_up, rotation_between
+from switchnerf.scene.poses import estimate_up, rotation_between
 
 MAX_PLANE_TILT_DEG = 25.0  # a ground plane candidate is at most this far from the camera up
 MIN_GROUND_FRACTION = 0.1  # of the sparse points, on the plane

@@ -27,7 +27,8 @@ import numpy as np
 
 from switchnerf.errors import input_error
 from switchnerf.scene.bounds import estimate_bounds
-from switchnerf.scene.frames import (
+from switchnerf.scene.images import find_by_stem
+from switchnerf.scene.poses import (
     DRB_TO_WORLD,
     check_matrix,
     check_rotation,
@@ -35,7 +36,6 @@ from switchnerf.scene.frames import (
     homogeneous,
     rigid,
 )
-from switchnerf.scene.images import find_by_stem
 from switchnerf.scene.types import SPLITS, ImageRecord, Scene
 
 __all__ = ["altitude_m_to_world", "load_pt", "read_meganerf"]

@@ -32,9 +32,9 @@ import numpy as np
 
 from switchnerf.errors import input_error
 from switchnerf.scene.colmap_model import import_pycolmap, write_reconstruction
-from switchnerf.scene.frames import CV_TO_GL
 from switchnerf.scene.gravity import Gravity, level
 from switchnerf.scene.photos import check_photos, photo_names
+from switchnerf.scene.poses import CV_TO_GL
 
 MATCHERS = ("exhaustive", "sequential", "spatial")
 CAMERA_MODELS = ("SIMPLE_RADIAL", "OPENCV", "PINHOLE")

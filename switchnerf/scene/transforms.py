@@ -22,8 +22,8 @@ import numpy as np
 from switchnerf.errors import input_error
 from switchnerf.scene.assemble import Camera, assemble_scene
 from switchnerf.scene.distortion import pinhole_for
-from switchnerf.scene.frames import check_matrix, check_rotation
 from switchnerf.scene.images import image_size, undistorted_cache_path
+from switchnerf.scene.poses import check_matrix, check_rotation
 from switchnerf.scene.types import ImageRecord, Scene, Undistortion
 
 _DIST_KEYS = ("k1", "k2", "k3", "p1", "p2")

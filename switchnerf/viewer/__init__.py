@@ -14,16 +14,16 @@ Public API (implementation modules are private to the package):
 The CLI lives in ``switchnerf.cli.view`` (``switchnerf view``, ``train --viewer``).
 """
 
-from switchnerf.viewer.frames import (
+from switchnerf.viewer.path_files import load_path, save_path
+from switchnerf.viewer.render import render_view
+from switchnerf.viewer.server import ViewerServer
+from switchnerf.viewer.viser_cameras import (
     ViserPose,
     c2w_from_viser,
     path_camera_from_viser,
     viser_from_c2w,
     viser_from_path_camera,
 )
-from switchnerf.viewer.path_files import load_path, save_path
-from switchnerf.viewer.render import render_view
-from switchnerf.viewer.server import ViewerServer
 
 __all__ = [
     "ViewerServer",

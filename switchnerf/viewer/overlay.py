@@ -26,7 +26,7 @@ import torch
 from switchnerf.errors import SwitchNerfError
 from switchnerf.render.palette import EXPERT_PALETTE
 from switchnerf.render.renderer import Renderer
-from switchnerf.viewer.frames import viser_from_c2w
+from switchnerf.viewer.viser_cameras import viser_from_c2w
 
 __all__ = ["OVERLAYS", "THUMB_SIDE", "SceneOverlay", "altitude_planes", "box_edges",
            "expert_points", "find_partition", "partition_lines", "thumbnail"]

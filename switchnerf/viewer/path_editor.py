@@ -2,7 +2,7 @@
 save / load as nerfstudio camera-path JSON and a "render video" button.
 
 Keyframes are taken from (and played back to) the browser whose button was pressed;
-cameras convert with ``switchnerf.viewer.frames`` (viser's OpenCV axes <-> OpenGL c2w).
+cameras convert with ``switchnerf.viewer.viser_cameras`` (viser's OpenCV axes <-> OpenGL c2w).
 Interpolation, timing and frames are ``switchnerf.video.camera_path.CameraPath``'s (the
 same as ``switchnerf render``): Catmull-Rom positions and fov, squad rotations. Every value
 a browser sends is clamped on the server (``switchnerf.viewer.limits``): duration, frame
@@ -22,7 +22,7 @@ from switchnerf.errors import SwitchNerfError
 from switchnerf.video.camera_path import CameraPath
 from switchnerf.video.paths import Keyframe
 from switchnerf.viewer import limits, path_files
-from switchnerf.viewer.frames import c2w_from_viser, viser_from_c2w
+from switchnerf.viewer.viser_cameras import c2w_from_viser, viser_from_c2w
 
 __all__ = ["CURVE_POINTS", "PathEditor"]
 

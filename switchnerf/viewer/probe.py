@@ -7,7 +7,7 @@ followed by 8-byte aligned raw buffers that ``{"__binary_index": i}`` placeholde
 to. A client counts as connected after its first ``ViewerCameraMessage``.
 
 Cameras are sent as viser holds them: ``wxyz`` of R_world_camera_cv (OpenCV axes),
-``position`` in the world frame, vertical ``fov`` in radians (see ``frames.py``).
+``position`` in the world frame, vertical ``fov`` in radians (see ``viser_cameras.py``).
 """
 
 from __future__ import annotations

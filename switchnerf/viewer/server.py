@@ -2,7 +2,7 @@
 dataset alone before any training.
 
 The viser scene's world frame is the project's world frame (z up; ``set_up_direction``
-"+z"); browser cameras convert to project cameras with ``switchnerf.viewer.frames``. Each
+"+z"); browser cameras convert to project cameras with ``switchnerf.viewer.viser_cameras``. Each
 client gets a ``ClientSession`` (progressive, abandoning stale renders), up to
 ``limits.MAX_CLIENTS`` at once (more are told so and get no render thread); all renders,
 videos (a chunk of rays at a time) and, while training, the trainer share the model
@@ -25,12 +25,12 @@ from switchnerf.render.renderer import Renderer
 from switchnerf.video.paths import scene_orbit
 from switchnerf.viewer import limits
 from switchnerf.viewer.compute import ComputeGate, release_thread_pool
-from switchnerf.viewer.frames import ViserPose
 from switchnerf.viewer.gui import LiveStats, ViewerGui
 from switchnerf.viewer.overlay import SceneOverlay
 from switchnerf.viewer.path_editor import PathEditor
 from switchnerf.viewer.render import DEFAULT_CHUNK, SHARED_CHUNK, render_view
 from switchnerf.viewer.session import ClientSession, RenderSettings
+from switchnerf.viewer.viser_cameras import ViserPose
 
 __all__ = ["ViewerServer"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from switchnerf.viewer.compute import GateClosed
-from switchnerf.viewer.frames import ViserPose, path_camera_from_viser, render_size
+from switchnerf.viewer.viser_cameras import ViserPose, path_camera_from_viser, render_size
 
 __all__ = ["ClientSession", "FrameStats", "RenderSettings"]
 

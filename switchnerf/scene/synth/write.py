@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from switchnerf.errors import input_error
-from switchnerf.scene.frames import DRB_TO_WORLD
+from switchnerf.scene.poses import DRB_TO_WORLD
 from switchnerf.scene.synth.presets import CityPreset, get_preset
 
 GROUND_MARGIN_M = 1.0  # altitude slab reaches this far below the ground

@@ -12,7 +12,8 @@ from viser import transforms as vtf
 from switchnerf.render.colorize import OUTPUTS, colorize
 from switchnerf.scene.types import pixel_rays
 from switchnerf.video.paths import PathCamera, look_at
-from switchnerf.viewer.frames import (
+from switchnerf.viewer.render import render_view
+from switchnerf.viewer.viser_cameras import (
     ViserPose,
     c2w_from_viser,
     path_camera_from_viser,
@@ -20,7 +21,6 @@ from switchnerf.viewer.frames import (
     viser_from_c2w,
     viser_from_path_camera,
 )
-from switchnerf.viewer.render import render_view
 
 
 def test_opencv_axes_map_to_opengl_axes():
