@@ -46,7 +46,7 @@ from switchnerf.scene.colmap_model import (
     rotmat_to_qvec,
     write_model,
 )
-from switchnerf.scene.frames import CV_TO_GL
+from switchnerf.scene.poses import CV_TO_GL
 from switchnerf.scene.sfm import SfmOptions, run_sfm
 from switchnerf.scene.synth.photos import DEFAULT_DETAIL, render_photos
 

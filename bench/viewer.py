@@ -50,7 +50,7 @@ def _pct(values: list[float]) -> dict:
 def _poses(run, n: int, phase: float) -> list:
     """viser poses (wxyz, position) on the scene's orbit, starting at ``phase`` radians."""
     from switchnerf.video.paths import orbit_geometry, orbit_keyframes
-    from switchnerf.viewer.frames import viser_from_c2w
+    from switchnerf.viewer.viser_cameras import viser_from_c2w
 
     target, radius, altitude = orbit_geometry(run.scene, altitude=None, tilt_deg=35.0)
     keys = orbit_keyframes(target, radius, altitude, n)

@@ -129,8 +129,17 @@ def _field_device(field) -> torch.device:
 
 
 def _expert_resolutions(field) -> list[list[float]]:
-    """[coarsest, finest] level resolution of each expert."""
-    res = field.experts.levels.resolution.detach().cpu()  # [E, L]
+    """[coarsest, finest] level resolution of each expert (of all E experts, also when this
+    process holds only its share of them under expert parallelism)."""
+    experts = field.experts
+    levels = getattr(experts, "levels", None)
+    if levels is None:  # an ExpertParallelEncoder: the geometry of every expert from its specs
+        from switchnerf.ops.hash_levels import LevelTable
+
+        local = experts.local
+        levels = LevelTable.for_experts(experts.specs, n_levels=local.n_levels,
+                                        n_features=local.n_features_per_level)
+    res = levels.resolution.detach().cpu()  # [E, L]
     return [[float(r[0]), float(r[-1])] for r in res]
 
 
