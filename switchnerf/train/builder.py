@@ -31,14 +31,43 @@ def build_renderer(cfg: Config, scene, n_images: int, *, device="cpu") -> Render
     return Renderer(field, grid, box, cfg.sampler)
 
 
-def build_optimizer(cfg: Config, field: SwitchField) -> torch.optim.Optimizer:
-    """Adam with one learning rate for hash tables and another (with weight decay) for MLPs."""
+def _lazy_tables(tables: list[torch.Tensor]) -> bool:
+    """Whether the hash tables can take the lazy Adam step (the native op, on the CPU)."""
+    if not all(p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous()
+               for p in tables):
+        return False
+    from switchnerf.ops import native_available
+
+    return native_available()
+
+
+def build_optimizer(cfg: Config, field: SwitchField, *, lazy_tables: bool = False
+                    ) -> torch.optim.Optimizer:
+    """Adam with one learning rate for hash tables and another (with weight decay) for MLPs.
+
+    lazy_tables: on the CPU with the native ops, step the hash tables lazily
+    (``LazyTableAdam``: only rows with a gradient, each catching up on its skipped steps;
+    the field's ``state_dict`` flushes the optimiser first, so checkpoints hold dense
+    Adam's values; whoever renders between steps calls ``flush()``). Off by default: on
+    the cpu-demo workload about 15 % of the table rows have a gradient at each step and
+    the replay of the skipped steps costs more than fused dense Adam (bench/RESULTS.md).
+    """
     o = cfg.optim
+    tables = field.table_parameters()
     groups = [
-        {"params": field.table_parameters(), "lr": o.lr_tables, "weight_decay": 0.0},
+        {"params": tables, "lr": o.lr_tables, "weight_decay": 0.0},
         {"params": field.mlp_parameters(), "lr": o.lr_mlps, "weight_decay": o.weight_decay_mlps},
     ]
     kwargs = {"betas": (0.9, 0.99), "eps": o.eps}
+    if lazy_tables and _lazy_tables(tables):
+        from switchnerf.train.optim import LazyTableAdam, attach_flush
+
+        groups[0].update(lazy=True, row_size=cfg.model.experts.n_features_per_level)
+        if any(p.numel() % groups[0]["row_size"] for p in tables):
+            groups[0]["row_size"] = 1
+        opt = LazyTableAdam(groups, fused=True, **kwargs)
+        attach_flush(field, opt)
+        return opt
     try:
         return torch.optim.Adam(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError):
