@@ -20,7 +20,8 @@ How it measures (CPU ops run synchronously, so wall-clock timers are exact):
   ``backward engine`` is the rest of ``loss.backward()``;
 * optimiser: Adam's step is timed per parameter group (hash tables, MLPs) by stepping one
   group at a time (same result as one step: Adam's state is per parameter);
-* ``loss, stats, host sync`` is what ``train_step`` spends outside every named phase.
+* ``other: points, SH, loss, stats, host sync`` is what ``train_step`` spends outside every
+  named phase (sample points, view encoding, activations, the loss, the step statistics).
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ def main() -> int:
             finally:
                 torch.Tensor.backward = _original_backward
             train_totals = dict(timer.totals)
-            train_totals["loss, stats, host sync"] = train_totals.pop("train_step")
+            train_totals["other: points, SH, loss, stats, host sync"] = train_totals.pop("train_step")
             timer.totals.clear()
             val = trainer.scene.images("val")[0]
             s = 256 / val.width

@@ -191,3 +191,30 @@ def test_lazy_group_refuses_weight_decay():
     p = torch.nn.Parameter(torch.zeros(8))
     with pytest.raises(ValueError, match="weight decay"):
         LazyTableAdam([{"params": [p], "lazy": True, "weight_decay": 1e-3}], lr=1e-2)
+
+
+@needs_native
+def test_build_optimizer_lazy_tables_is_opt_in():
+    from switchnerf.config import load_config
+    from switchnerf.model import SwitchField
+    from switchnerf.train.builder import build_optimizer
+
+    cfg = load_config(None, ["model.experts.n_experts=2", "model.experts.n_levels=4",
+                             "model.experts.log2_hashmap_size=10",
+                             "model.routing.gate.n_levels=2"])
+    torch.manual_seed(0)
+    field = SwitchField(cfg.model, n_images=2)
+    assert type(build_optimizer(cfg, field)) is torch.optim.Adam
+    opt = build_optimizer(cfg, field, lazy_tables=True)
+    assert isinstance(opt, LazyTableAdam) and opt.param_groups[0]["lazy"]
+    table = field.experts.params
+    table.grad = torch.zeros_like(table)
+    table.grad[:4] = 1.0  # rows 0 and 1 only
+    opt.step()
+    table.grad = torch.zeros_like(table)
+    table.grad[4:6] = 1.0  # row 2 only: rows 0, 1 lag one step behind dense Adam
+    opt.step()
+    before = table.detach()[:4].clone()
+    saved = field.state_dict()["experts.params"][:4]  # the state_dict pre-hook flushed
+    assert not torch.equal(saved, before)
+    assert torch.equal(saved, table.detach()[:4])
