@@ -11,10 +11,10 @@ update lag behind dense Adam by the updates of their skipped steps.
 Groups with ``lazy=True`` (contiguous float32 CPU parameters, no weight decay) take the
 lazy step, in rows of the group's ``row_size`` consecutive values (default 2: a hash
 table's features of one entry; any row size gives the same result, it only sets the
-granularity of the skipping); every other group is plain ``torch.optim.Adam`` (fused where it can be).
-The state of a lazy parameter is Adam's (``step``, ``exp_avg``, ``exp_avg_sq``) plus
-``last_step`` int64 [numel / row_size]; a state saved by ``torch.optim.Adam`` loads as one whose rows are
-all up to date.
+granularity of the skipping); every other group is plain ``torch.optim.Adam`` (fused where
+it can be). The state of a lazy parameter is Adam's (``step``, ``exp_avg``,
+``exp_avg_sq``) plus ``last_step`` int64 [numel / row_size]; a state saved by
+``torch.optim.Adam`` loads as one whose rows are all up to date.
 """
 
 from __future__ import annotations
