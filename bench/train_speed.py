@@ -53,6 +53,29 @@ def run_chunk(tree: Path, job: dict, workdir: Path) -> dict:
     return json.loads(Path(job["out"]).read_text())
 
 
+def write_results(args, rev: str, rows: list[dict]) -> None:
+    """Print the table of the methods measured so far and write the JSON (atomically)."""
+    print(f"\n| method | rays/s {args.baseline} | rays/s {rev} | speed-up | PSNR {args.baseline} "
+          f"| PSNR {rev} | delta |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        p = r["psnr"]
+        fmt = (lambda v: "—" if v is None else f"{v:.2f}")
+        delta = "—" if r["psnr_delta_db"] is None else f"{r['psnr_delta_db']:+.2f}"
+        print(f"| {r['method']} | {r['rays_per_s']['baseline'] / 1e3:.2f}k | "
+              f"{r['rays_per_s']['current'] / 1e3:.2f}k | {r['speedup']:.2f}x | "
+              f"{fmt(p['baseline'])} | {fmt(p['current'])} | {delta} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.out.with_name(args.out.name + ".tmp")
+    tmp_out.write_text(json.dumps({
+        "date": datetime.date.today().isoformat(), "baseline": args.baseline, "current": rev,
+        "steps": args.steps, "chunk": args.chunk, "base_config": "configs/cpu-demo.yaml",
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
+                    "load_average": os.getloadavg()},
+        "methods": rows, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
+    os.replace(tmp_out, args.out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default="68ff41e", help="today's commit")
@@ -115,28 +138,11 @@ def main() -> int:
                     "psnr": psnr,
                     "psnr_delta_db": (None if None in psnr.values()
                                       else psnr["current"] - psnr["baseline"])})
+                write_results(args, rev, rows)  # a partial run keeps what it measured
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=ROOT,
                            check=False)
-    print(f"\n| method | rays/s {args.baseline} | rays/s {rev} | speed-up | PSNR {args.baseline} "
-          f"| PSNR {rev} | delta |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        p = r["psnr"]
-        fmt = (lambda v: "—" if v is None else f"{v:.2f}")
-        delta = "—" if r["psnr_delta_db"] is None else f"{r['psnr_delta_db']:+.2f}"
-        print(f"| {r['method']} | {r['rays_per_s']['baseline'] / 1e3:.2f}k | "
-              f"{r['rays_per_s']['current'] / 1e3:.2f}k | {r['speedup']:.2f}x | "
-              f"{fmt(p['baseline'])} | {fmt(p['current'])} | {delta} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_name(args.out.name + ".tmp")
-    tmp_out.write_text(json.dumps({
-        "date": datetime.date.today().isoformat(), "baseline": args.baseline, "current": rev,
-        "steps": args.steps, "chunk": args.chunk, "base_config": "configs/cpu-demo.yaml",
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "load_average": os.getloadavg()},
-        "methods": rows, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
-    os.replace(tmp_out, args.out)
+    write_results(args, rev, rows)
     print(f"\nwrote {args.out}")
     return 0
 
