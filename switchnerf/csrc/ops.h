@@ -56,4 +56,14 @@ at::Tensor mlp_forward(const at::Tensor& x, const c10::optional<at::Tensor>& row
                        const c10::optional<at::Tensor>& hidden_bias,
                        const c10::optional<at::Tensor>& bias_index);
 
+// Lazy Adam step for a hash table (adam_sparse.cpp), CPU: param/exp_avg/exp_avg_sq [R, F]
+// f32, grad [R, F] f32 or None (flush every row to `step`), last [R] i64, step_size and
+// bc2_sqrt [K] f64 for steps base + 1 .. base + K. Semantics in adam_sparse.h. Returns the
+// number of rows updated.
+int64_t adam_sparse_step(const at::Tensor& param, const c10::optional<at::Tensor>& grad,
+                         const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq,
+                         const at::Tensor& last, const at::Tensor& step_size,
+                         const at::Tensor& bc2_sqrt, int64_t base, int64_t step, double beta1,
+                         double beta2, double eps, int64_t max_replay);
+
 }  // namespace switchnerf
