@@ -70,7 +70,7 @@ def run(args) -> dict:
                 stats = trainer.train_step(next(trainer.stream))
                 s = trainer.step
                 if s >= args.probe_start and (s - args.probe_start) % args.probe_every == 0:
-                    m = probe.measure(trainer.field, trainer.grid)
+                    m = probe.measure(trainer.field, trainer.grid, step=s)
                     trace.append({"step": s, "churn": m["churn"], "disagreement": m["disagreement"],
                                   "gate_value": m["gate_value"], "load": m["load"],
                                   "train_psnr": stats.psnr})

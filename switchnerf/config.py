@@ -216,7 +216,7 @@ class RoutingConfig(_Section):
     fixed_grid: tuple[int, int] = setting((2, 4), each(at_least(1)))
     # How the gate value g scales the expert features: "product" (g * features) or
     # "straight_through" (forward value 1, the gate still gets the gradient of g).
-    gate_scale: str = setting("straight_through", one_of("product", "straight_through"))
+    gate_scale: str = setting("product", one_of("product", "straight_through"))
     # every gate level dense (collision-free); ignores gate.log2_hashmap_size
     gate_dense: bool = True
     # Gate start: "random", or "partition" (routes by the nearest of a grid of ground

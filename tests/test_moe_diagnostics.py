@@ -138,8 +138,10 @@ def test_probe_measures_a_known_routing_and_its_churn():
     json.dumps(first)
 
     # Same routing: no churn. Plane moved to 0.6: exactly the points in [0.5, 0.6) moved.
-    assert probe.measure(field, grid)["churn"] == 0.0
-    moved = probe.measure(half_space(0.6), grid)["churn"]
+    assert probe.measure(field, grid, step=100)["churn"] == 0.0
+    later = probe.measure(half_space(0.6), grid, step=175)
+    assert later["churn_steps"] == 75
+    moved = later["churn"]
     assert moved == pytest.approx(float(((pts[:, 0] >= 0.5) & (pts[:, 0] < 0.6)).float().mean()))
     assert torch.equal(probe.points, pts)  # the probe set stays fixed
 

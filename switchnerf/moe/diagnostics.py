@@ -7,7 +7,8 @@ with a neighbour at ``1/128`` of the box in a random direction, and reports:
 
 - ``gate_value``: mean top-1 gate value over the probe points;
 - ``churn``: fraction of probe points whose expert changed since the previous
-  measurement (None on the first);
+  measurement (None on the first), and ``churn_steps``: the training steps it spans
+  (when ``measure`` is given the step);
 - ``disagreement``: fraction of probe points whose neighbour has another expert;
 - ``load``: fraction of probe points per expert, [E];
 - ``expert_resolution``: [coarsest, finest] level resolution of each expert, [E, 2];
@@ -168,6 +169,7 @@ class RoutingProbe:
         self.points: Tensor | None = None  # [M, 3] once drawn
         self.offsets: Tensor | None = None  # [M, 3]
         self.previous: Tensor | None = None  # int64 [M] experts at the last measurement
+        self.previous_step: int | None = None
 
     def _draw(self, binary: Tensor) -> bool:
         gen = torch.Generator().manual_seed(self.seed)
@@ -178,16 +180,18 @@ class RoutingProbe:
         self.offsets = neighbour_offsets(points.shape[0], self.neighbour_distance, generator=gen)
         return True
 
-    def measure(self, field, grid) -> dict:
+    def measure(self, field, grid, step: int | None = None) -> dict:
         """Routing statistics of ``field`` on the probe set (JSON-ready: floats, lists, None).
 
-        Keys: n_points, gate_value, churn, disagreement, load [E], expert_resolution [E][2],
-        region_resolution [R][R], region_expert [R][R] (module docstring). With no occupied
-        cell yet, n_points is 0 and the statistics are None.
+        Keys: n_points, gate_value, churn, churn_steps, disagreement, load [E],
+        expert_resolution [E][2], region_resolution [R][R], region_expert [R][R] (module
+        docstring). ``step``: the training step, to say how many steps ``churn`` spans.
+        With no occupied cell yet, n_points is 0 and the statistics are None.
         """
         if self.points is None and not self._draw(grid.binary):
-            return {"n_points": 0, "gate_value": None, "churn": None, "disagreement": None,
-                    "load": None, "expert_resolution": _expert_resolutions(field),
+            return {"n_points": 0, "gate_value": None, "churn": None, "churn_steps": None,
+                    "disagreement": None, "load": None,
+                    "expert_resolution": _expert_resolutions(field),
                     "region_resolution": None, "region_expert": None}
         dev = _field_device(field)
         with torch.no_grad():
@@ -195,7 +199,9 @@ class RoutingProbe:
         ids = gate.expert_id.cpu()
         route = _route_ids(field)
         moved = None if self.previous is None else churn(self.previous, ids)
-        self.previous = ids
+        span = (None if moved is None or step is None or self.previous_step is None
+                else int(step) - self.previous_step)
+        self.previous, self.previous_step = ids, None if step is None else int(step)
         n_exp = int(field.n_experts)
         resolutions = _expert_resolutions(field)
         region_res, region_exp = region_summary(self.points, ids, [r[1] for r in resolutions],
@@ -204,6 +210,7 @@ class RoutingProbe:
         return {"n_points": int(ids.numel()),
                 "gate_value": float(gate.gate_value.float().mean()),
                 "churn": moved,
+                "churn_steps": span,
                 "disagreement": neighbour_disagreement(route, self.points, self.offsets, ids),
                 "load": [float(v) for v in load],
                 "expert_resolution": resolutions,

@@ -25,16 +25,13 @@ class RoutingLog:
 
     def __init__(self, n_points: int = 4096, seed: int = 0) -> None:
         self.probe = RoutingProbe(n_points, seed=seed)
-        self._last_step: int | None = None
 
     def measure(self, renderer, step: int) -> dict | None:
-        """The probe's statistics at ``step`` (JSON-ready), or None for a single grid."""
+        """The probe's statistics at ``step`` (JSON-ready; ``churn_steps``: the steps the
+        churn spans), or None for a single grid."""
         if renderer.field.n_experts < 2:
             return None
-        stats = self.probe.measure(renderer.field, renderer.grid)
-        stats["churn_steps"] = None if self._last_step is None else step - self._last_step
-        self._last_step = step
-        return stats
+        return self.probe.measure(renderer.field, renderer.grid, step)
 
 
 def routing_history(metrics_path: str | Path) -> list[dict]:
