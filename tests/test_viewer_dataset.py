@@ -168,7 +168,12 @@ def test_switchnerf_view_of_a_dataset_serves_it_and_warns_when_exposed(colmap_da
         client.close()
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        try:
+            out, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            pytest.fail("switchnerf view did not stop within 120 s of Ctrl-C:\n" + out)
     lines += out.splitlines()
     assert proc.returncode == 0, "\n".join(lines)
     warnings = [x for x in lines if "no authentication" in x]
