@@ -46,13 +46,13 @@ CPU_BASE = ROOT / "configs" / "cpu-demo.yaml"
 
 CPU_METHODS: dict[str, list[str]] = {
     "switchnerf++": [],
-    # configs/single-grid.yaml's structure; 317074 rows per hashed level (~2^18.27).
+    # configs/single-grid.yaml's structure; 309993 rows per hashed level (~2^18.24).
     "single-grid": ["model.experts.n_experts=1", "model.experts.coarsest_fraction=1.0",
-                    "model.routing.kind=single", "model.experts.hashmap_size=317074"],
+                    "model.routing.kind=single", "model.experts.hashmap_size=309993"],
     # configs/fixed-grid.yaml's structure (homogeneous experts); the gate's parameters go to
-    # the tables (2^15 - 491 rows per hashed level, the parameter count of switchnerf++).
+    # the tables (2^15 - 1172 rows per hashed level, within 32 parameters of switchnerf++).
     "fixed-grid": ["model.routing.kind=fixed", "model.routing.fixed_grid=[2, 4]",
-                   "model.experts.coarsest_fraction=1.0", "model.experts.hashmap_size=32277"],
+                   "model.experts.coarsest_fraction=1.0", "model.experts.hashmap_size=31596"],
 }
 """--set overrides of configs/cpu-demo.yaml that make each method at equal parameter count."""
 

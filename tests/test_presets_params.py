@@ -87,7 +87,7 @@ def test_equal_parameter_count(scale, method):
     # Exact equality is not always reachable: one more row per hashed level adds
     # n_features x (hashed levels of all experts) parameters at once (20 for single-grid,
     # 192 for the paper fixed-grid, 208 for its CPU variant), so the nearest count is off by
-    # at most half that: single-grid lands 8 parameters away, fixed-grid 64 (paper) and 0
+    # at most half that: single-grid lands 4 parameters away, fixed-grid 80 (paper) and 32
     # (CPU), under 1e-5.
     written = [dataclasses.replace(s, hashmap_size=ex.hashmap_size) for s in specs]
     hashed_levels = int(LevelTable.for_experts(written, ex.n_levels, f).hashed.sum())
