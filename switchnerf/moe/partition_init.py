@@ -14,10 +14,12 @@ How heterogeneity follows the detail (the rule):
 - the finer an expert, the nearer the centre of the box its starting cell: captures
   centre on their subject, so the dense core gets the fine experts and the outskirts
   (fields, flat ground) the coarse ones (:func:`assign_cells`);
-- the balance loss asks every expert for an equal share of the samples, and samples
+- the balance loss pulls every expert towards an equal share of the samples, and samples
   crowd where there is surface to see (tall, detailed blocks are sampled more per unit
-  of ground than flat ground), so the cells of a balanced gate shrink where the detail is
-  and each expert's capacity per unit of ground grows with the detail it holds.
+  of ground than flat ground), so the cells shrink where the detail is and each expert's
+  capacity per unit of ground grows with the detail it holds. A light pull
+  (``balance_weight`` ~1e-3) is enough: the photometric loss moves the boundaries too,
+  and a strong pull keeps moving points between experts (churn).
 
 The logits are exact: with ``u = 2x - 1`` (the gate's position input),
 ``-beta * |u_xy - c_e|^2`` ranks experts as ``beta * (2 u_xy . c_e - |c_e|^2)``, which is
