@@ -12,8 +12,7 @@ from test_train import ROOT, TINY, tiny_scene  # noqa: F401 - tiny_scene is a fi
 from switchnerf.cli import main as cli_main
 from switchnerf.config import Config
 from switchnerf.train.checkpoint import latest_checkpoint, load_checkpoint
-from switchnerf.train.run import write_run_header
-from switchnerf.train.trainer import prepare_run_dir
+from switchnerf.train.run import prepare_run_dir, write_run_header
 
 
 def _train_args(scene, run: Path, store: Path, *extra: str) -> list[str]:

@@ -76,7 +76,8 @@ def _resume_config(args):
 def cmd_train(args) -> int:
     from switchnerf.cli.common import check_scene_arg
     from switchnerf.train.data import prepare_training_data
-    from switchnerf.train.trainer import Trainer, prepare_run_dir
+    from switchnerf.train.run import prepare_run_dir
+    from switchnerf.train.trainer import Trainer
 
     if args.resume and args.overwrite:
         raise SwitchNerfError("--resume and --overwrite: choose one")
@@ -137,7 +138,8 @@ def _cmd_train_distributed(args, device: str, cfg) -> int:
         check_run_world_size,
         check_same_config,
     )
-    from switchnerf.train.trainer import Trainer, prepare_run_dir
+    from switchnerf.train.run import prepare_run_dir
+    from switchnerf.train.trainer import Trainer
 
     if args.viewer:
         raise SwitchNerfError("--viewer: not under torchrun (serve a run with switchnerf view)")
@@ -229,7 +231,8 @@ def cmd_demo(args) -> int:
     from switchnerf.config import load_config
     from switchnerf.scene.load import ensure_synth_scene
     from switchnerf.train.data import prepare_training_data
-    from switchnerf.train.trainer import Trainer, prepare_run_dir
+    from switchnerf.train.run import prepare_run_dir
+    from switchnerf.train.trainer import Trainer
 
     t0 = time.perf_counter()
     device = resolve_device(args.device)

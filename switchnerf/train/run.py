@@ -11,6 +11,7 @@ Layout of RUN/:
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,31 @@ def is_run_dir(path: Path) -> bool:
     """True when ``path`` is a folder holding a run's header (config.yaml and scene.json)."""
     return Path(path).is_dir() and all((Path(path) / name).is_file() for name in HEADER)
 
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool,
+                    check_only: bool = False) -> None:
+    """Refuse to clobber an existing run unless asked to resume or overwrite; ``overwrite``
+    deletes only a switchnerf run (a folder with config.yaml and scene.json), never any
+    other folder. Call it after every other check of the command: it may delete.
+    ``check_only``: raise what it would raise, delete nothing (to fail early)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SwitchNerfError(f"{run_dir}: run folder: is a file, not a folder")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if resume:
+            return
+        if overwrite:
+            if not is_run_dir(run_dir):
+                raise SwitchNerfError(f"{run_dir}: not a switchnerf run (no config.yaml and "
+                                      "scene.json); --overwrite deletes only runs")
+            if not check_only:
+                shutil.rmtree(run_dir)
+            return
+        raise SwitchNerfError(f"{run_dir}: run folder exists; pass --resume to continue it "
+                              "or --overwrite to start again")
+    if resume:
+        raise SwitchNerfError(f"{run_dir}: nothing to resume (no run there)")
 
 def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two config dicts (``Config.to_dict()``),

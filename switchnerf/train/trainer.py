@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import signal
 import time
 from contextlib import contextmanager
@@ -53,12 +52,12 @@ from switchnerf.train.routing_log import RoutingLog
 from switchnerf.train.run import (
     RESUME_MAY_CHANGE,
     config_differences,
-    is_run_dir,
     resolved_config_dict,
     write_run_config,
     write_run_header,
 )
 from switchnerf.train.schedule import lr_factor
+from switchnerf.train.traffic import ExchangeTraffic
 
 
 @dataclass(frozen=True)
@@ -129,38 +128,13 @@ class StepStats:
                           dropped=int(drop), skipped=self.skipped)
 
 
-def prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool,
-                    check_only: bool = False) -> None:
-    """Refuse to clobber an existing run unless asked to resume or overwrite; ``overwrite``
-    deletes only a switchnerf run (a folder with config.yaml and scene.json), never any
-    other folder. Call it after every other check of the command: it may delete.
-    ``check_only``: raise what it would raise, delete nothing (to fail early)."""
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise SwitchNerfError(f"{run_dir}: run folder: is a file, not a folder")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if resume:
-            return
-        if overwrite:
-            if not is_run_dir(run_dir):
-                raise SwitchNerfError(f"{run_dir}: not a switchnerf run (no config.yaml and "
-                                      "scene.json); --overwrite deletes only runs")
-            if not check_only:
-                shutil.rmtree(run_dir)
-            return
-        raise SwitchNerfError(f"{run_dir}: run folder exists; pass --resume to continue it "
-                              "or --overwrite to start again")
-    if resume:
-        raise SwitchNerfError(f"{run_dir}: nothing to resume (no run there)")
-
-
 class Trainer:
     """Owns the renderer (model), optimiser, RNG, ray stream and run folder of one run.
 
     Args:
         cfg: the run's config.
         data: the scene, camera table and opened ray store (``prepare_training_data``).
-        run_dir: the run folder (``prepare_run_dir`` decides whether it may be used).
+        run_dir: the run folder (``run.prepare_run_dir`` decides whether it may be used).
         device: where the model trains.
         resume: continue from the run's newest checkpoint.
         progress: show a progress bar (rank 0 only).
@@ -399,7 +373,7 @@ class Trainer:
                if self.ctx.is_main else None)
         start, rays_done = time.perf_counter(), 0
         last = None
-        traffic = _Traffic(self)
+        traffic = ExchangeTraffic(self)
         try:
             with TrainProgress(max_steps, self.step, enabled=self.progress_enabled) as bar:
                 while self.step < max_steps and not self._should_stop(start):
@@ -508,34 +482,3 @@ class Trainer:
 
     def close(self) -> None:
         self.stream.close()
-
-
-class _Traffic:
-    """Bytes the ranks send each other per step, for the metrics log (distributed only):
-    ``exchange_bytes``, the expert-parallel sample exchange of all ranks together, and
-    ``allreduce_bytes``, the dense-gradient buffer each rank all-reduces."""
-
-    def __init__(self, trainer: Trainer):
-        self.trainer, self.steps = trainer, 0
-        field = trainer.renderer.field
-        self.encoder = field.experts if trainer.expert_parallel else None
-        if self.encoder is not None:
-            self.encoder.reset_bytes()
-        self.dense_bytes = sum(p.numel() * p.element_size() for p in dense_parameters(field)
-                               if p.requires_grad)
-
-    def step_done(self) -> None:
-        self.steps += 1
-
-    def per_step(self) -> dict:
-        """Per-step averages since the last call (a collective with expert parallelism)."""
-        ctx = self.trainer.ctx
-        if not ctx.is_distributed:
-            return {}
-        sent = 0 if self.encoder is None else self.encoder.reset_bytes().total
-        if self.encoder is not None:
-            sent = int(ctx.all_reduce_sum(torch.tensor([float(sent)],
-                                                       device=self.trainer.device)).item())
-        steps, self.steps = max(self.steps, 1), 0
-        return {"world_size": ctx.world_size, "exchange_bytes": sent / steps,
-                "allreduce_bytes": self.dense_bytes}
