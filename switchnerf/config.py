@@ -316,6 +316,8 @@ class TrainConfig(_Section):
     checkpoint_every: int = setting(2000, at_least(1))
     keep_last: int = setting(3, at_least(1))
     log_every: int = setting(50, at_least(1))
+    # stop with an error after this many skipped (non-finite) steps in a row
+    max_skipped_steps: int = setting(20, at_least(1))
     seed: int = setting(0, at_least(0))
     mixed_precision: bool = True  # bf16 autocast on CUDA only
     val_left_halves: bool = True  # Mega-NeRF protocol: left halves of val images train

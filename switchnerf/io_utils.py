@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -203,9 +204,26 @@ def readable_image(tmp: Path) -> None:
         im.load()
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (JSON has no NaN).
+
+    >>> json_safe({"a": float("nan"), "b": [1.0, float("inf")], "c": 2})
+    {'a': None, 'b': [1.0, None], 'c': 2}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def json_bytes(obj: Any) -> bytes:
-    """The bytes :func:`write_json_atomic` writes for ``obj`` (indented JSON, newline)."""
-    return (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode()
+    """The bytes :func:`write_json_atomic` writes for ``obj`` (indented JSON, newline;
+    NaN and infinities as null: JSON has no such numbers)."""
+    return (json.dumps(json_safe(obj), indent=2, sort_keys=False, allow_nan=False)
+            + "\n").encode()
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -164,3 +164,13 @@ def native():
         if os.environ.get("SWITCHNERF_BACKEND", "").lower() == "native":
             raise
         pytest.skip(f"native ops unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def tiny_scene(tmp_path_factory) -> Path:
+    """A synthesized tinycity dataset, once per session (the training tests' scene)."""
+    from switchnerf.scene.synth.write import synthesize
+
+    root = tmp_path_factory.mktemp("tinycity") / "data"
+    synthesize("tinycity", root, seed=0, progress=False)
+    return root

@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from test_train import _data, tiny_cfg, tiny_scene  # noqa: F401 - the session fixture
+from test_train import _data, tiny_cfg
 
 from switchnerf.train.routing_log import EXPERT_MAP_FILE, routing_history, summarise_routing
 from switchnerf.train.trainer import Trainer
 
 
-def test_training_logs_routing_and_eval_summarises_it(tiny_scene, tmp_path):  # noqa: F811
+def test_training_logs_routing_and_eval_summarises_it(tiny_scene, tmp_path):
     from switchnerf.cli.train import run_eval
 
     cfg = tiny_cfg(extra=["train.log_every=2"])

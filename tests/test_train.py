@@ -38,15 +38,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="session")
-def tiny_scene(tmp_path_factory) -> Path:
-    from switchnerf.scene.synth.write import synthesize
-
-    root = tmp_path_factory.mktemp("tinycity") / "data"
-    synthesize("tinycity", root, seed=0, progress=False)
-    return root
-
-
 def _data(cfg, tiny_scene, tmp_path):
     """The scene and its ray store (built once per test folder), as training reads them."""
     return prepare_training_data(cfg, tiny_scene, tmp_path / "store", progress=False)
@@ -325,9 +316,10 @@ def test_statistics_reach_the_host_only_on_logged_steps(tiny_scene, tmp_path, mo
     finally:
         trainer.close()
     assert all(kinds) and len(kinds) == 5
-    assert calls == [2, 4, 5]  # logged steps 2 and 4, then the summary's last PSNR
+    assert calls == [2, 4, 5]  # logged steps 2 and 4, and the last (the summary reuses it)
     logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in logged] == [2, 4]
+    assert [x["step"] for x in logged] == [2, 4, 5]
+    assert summary["last_train_psnr"] == logged[-1]["psnr"]
     assert summary["last_train_psnr"] is not None
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_train import ROOT, TINY, tiny_scene  # noqa: F401 - tiny_scene is a fixture
+from test_train import ROOT, TINY
 
 from switchnerf.cli import main as cli_main
 from switchnerf.config import Config
@@ -37,7 +37,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-def test_resume_with_a_new_max_steps_continues(tiny_scene, tmp_path, capsys):  # noqa: F811
+def test_resume_with_a_new_max_steps_continues(tiny_scene, tmp_path, capsys):
     run, store = tmp_path / "run", tmp_path / "store"
     preset = ["--config", str(ROOT / "configs" / "cpu-demo.yaml")]
     assert cli_main(_train_args(tiny_scene, run, store, *preset, "--max-steps", "2",
@@ -67,7 +67,7 @@ def test_resume_with_a_new_max_steps_continues(tiny_scene, tmp_path, capsys):  #
     assert load_checkpoint(latest_checkpoint(run))["step"] == 5
 
 
-def test_overwrite_refuses_a_folder_that_is_not_a_run(tiny_scene, tmp_path, capsys):  # noqa: F811
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tiny_scene, tmp_path, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "holiday.jpg").write_bytes(b"not a run")
@@ -103,7 +103,7 @@ def test_overwrite_deletes_a_run(tmp_path):
     ["--scene", "scenes/nope.yaml"],
     ["--scene", "no/such/dataset"],
 ])
-def test_train_checks_everything_before_deleting(bad, tiny_scene, tmp_path, capsys,  # noqa: F811
+def test_train_checks_everything_before_deleting(bad, tiny_scene, tmp_path, capsys,
                                                 monkeypatch):
     monkeypatch.chdir(ROOT)
     run = tmp_path / "run"
@@ -131,7 +131,7 @@ def test_demo_checks_its_config_before_deleting(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("preset", [None, "cpu-demo"])
-def test_train_reuses_the_store_scene_prepare_wrote(preset, tiny_scene, tmp_path,  # noqa: F811
+def test_train_reuses_the_store_scene_prepare_wrote(preset, tiny_scene, tmp_path,
                                                     capsys):
     """The README's `scene prepare SCENE` then `train --scene SCENE` (each with the same
     --config) reads the prepared store instead of calling it stale and rebuilding it."""

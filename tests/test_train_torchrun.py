@@ -22,7 +22,7 @@ import _dist_workers as W
 import pytest
 import torch
 from _dist_train_workers import one_step_worker
-from test_train import ROOT, TINY, tiny_scene  # noqa: F401 - tiny_scene is a fixture
+from test_train import ROOT, TINY
 
 from switchnerf.cli import main as cli_main
 from switchnerf.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -72,7 +72,7 @@ def _assert_same_curve(want: dict[int, float], got: dict[int, float]) -> None:
 
 
 @pytest.fixture(scope="module")
-def single(tiny_scene, tmp_path_factory):  # noqa: F811
+def single(tiny_scene, tmp_path_factory):
     """One process, STEPS steps (also builds the store the ranks read)."""
     root = tmp_path_factory.mktemp("torchrun")
     run, store = root / "single", root / "store"
@@ -82,7 +82,7 @@ def single(tiny_scene, tmp_path_factory):  # noqa: F811
 
 
 @pytest.mark.parametrize("expert_parallel", [True, False], ids=["ep", "dp"])
-def test_two_ranks_follow_the_single_process_curve(single, tiny_scene, tmp_path,  # noqa: F811
+def test_two_ranks_follow_the_single_process_curve(single, tiny_scene, tmp_path,
                                                    expert_parallel):
     ref, store = single
     run = tmp_path / "run"
@@ -108,7 +108,7 @@ def test_two_ranks_follow_the_single_process_curve(single, tiny_scene, tmp_path,
 
 
 @pytest.mark.parametrize("expert_parallel", [True, False], ids=["ep", "dp"])
-def test_one_step_gradients_equal_the_single_process_gradients(single, tiny_scene,  # noqa: F811
+def test_one_step_gradients_equal_the_single_process_gradients(single, tiny_scene,
                                                                tmp_path, expert_parallel):
     from switchnerf.config import load_config
     from switchnerf.train.data import prepare_training_data
@@ -148,7 +148,7 @@ def _worker_pids(parent: int) -> dict[int, int]:
     return out
 
 
-def test_killed_rank_ends_every_rank_and_the_run_resumes_on_one(single, tiny_scene,  # noqa: F811
+def test_killed_rank_ends_every_rank_and_the_run_resumes_on_one(single, tiny_scene,
                                                                 tmp_path):
     _, store = single
     run = tmp_path / "run"
@@ -181,7 +181,7 @@ def test_killed_rank_ends_every_rank_and_the_run_resumes_on_one(single, tiny_sce
     assert load_checkpoint(latest_checkpoint(run))["step"] == step + 2
 
 
-def test_one_process_run_resumes_on_two_ranks(single, tiny_scene, tmp_path):  # noqa: F811
+def test_one_process_run_resumes_on_two_ranks(single, tiny_scene, tmp_path):
     ref, store = single
     one, two = tmp_path / "one", tmp_path / "two"
     shutil.copytree(ref, one)
@@ -194,7 +194,7 @@ def test_one_process_run_resumes_on_two_ranks(single, tiny_scene, tmp_path):  # 
     assert json.loads((two / "distributed.json").read_text())["world_size"] == 2
 
 
-def test_bad_launches_are_one_line_and_exit_2(single, tiny_scene, tmp_path):  # noqa: F811
+def test_bad_launches_are_one_line_and_exit_2(single, tiny_scene, tmp_path):
     ref, store = single
     # experts not divisible by the world size, with expert parallelism on
     proc = _torchrun(_train_args(tiny_scene, tmp_path / "odd", store, "--config", PRESET,

@@ -7,6 +7,7 @@ A checkpoint is a dict of tensors and plain Python values, so it loads with
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from switchnerf.errors import SwitchNerfError, one_line
 from switchnerf.io_utils import atomic_path
 
 _STEP_RE = re.compile(r"^step_(\d{8})\.pt$")
+_TEMP_RE = re.compile(r"^\..+\.tmp[.\w]*$")
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -70,6 +72,47 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
+
+
+UNREADABLE_SUFFIX = ".unreadable"
+"""Appended to a step checkpoint that resume could not read (kept, out of the way)."""
+
+
+def newest_readable_checkpoint(run_dir: Path, map_location="cpu", *, on_skip=None
+                               ) -> tuple[Path, dict[str, Any]] | None:
+    """The newest step checkpoint that loads, and its state; None when there is none.
+
+    A newer checkpoint that does not load (a damaged disk, a foreign file) is renamed to
+    ``step_XXXXXXXX.pt.unreadable`` (kept for inspection, no longer counted among the
+    run's checkpoints) and ``on_skip(path, error)`` is called; the previous one is tried.
+    """
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load_checkpoint(path, map_location=map_location)
+        except SwitchNerfError as exc:
+            aside = path.with_name(path.name + UNREADABLE_SUFFIX)
+            with contextlib.suppress(OSError):
+                path.replace(aside)
+            if on_skip is not None:
+                on_skip(path, exc)
+    return None
+
+
+def sweep_temporary_files(run_dir: Path) -> list[Path]:
+    """Remove the temporary files of interrupted atomic writes (``.<name>.XXXX.tmp<ext>``,
+    see ``switchnerf.io_utils.atomic_path``) from a run folder and its checkpoints.
+    Call it only while no other process writes the run (the trainer, at start). Returns
+    what was removed."""
+    removed = []
+    for folder in (Path(run_dir), checkpoint_dir(run_dir)):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if _TEMP_RE.match(p.name) and p.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict[str, Any]:

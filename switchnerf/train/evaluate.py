@@ -66,6 +66,8 @@ def evaluate(renderer: Renderer, scene, *, right_half: bool, indices=None,
     """
     import imageio.v3 as iio
 
+    from switchnerf.io_utils import atomic_path, readable_image
+
     n_train = len(scene.images("train"))
     val = scene.images("val")
     indices = list(range(len(val))) if indices is None else list(indices)
@@ -85,8 +87,8 @@ def evaluate(renderer: Renderer, scene, *, right_half: bool, indices=None,
         if out_dir is not None:
             panel = np.concatenate([to_uint8(view.target), colorize(out, "rgb"),
                                     colorize(out, "experts")], axis=1)
-            out_dir.mkdir(parents=True, exist_ok=True)
-            iio.imwrite(out_dir / f"val_{i:04d}.png", panel)
+            with atomic_path(out_dir / f"val_{i:04d}.png", verify=readable_image) as tmp:
+                iio.imwrite(tmp, panel, extension=".png")
     renderer.train(was_training)
 
     def mean(key):

@@ -9,10 +9,10 @@ steps before; after a resume the probe set is drawn anew, so the first churn is 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from switchnerf.moe.diagnostics import RoutingProbe
+from switchnerf.train.metrics_log import read_log
 
 __all__ = ["EXPERT_MAP_FILE", "RoutingLog", "routing_history", "summarise_routing"]
 
@@ -35,19 +35,10 @@ class RoutingLog:
 
 
 def routing_history(metrics_path: str | Path) -> list[dict]:
-    """The ``routing`` entries of a run's metrics.jsonl, with their step, in order."""
-    path = Path(metrics_path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:  # a line cut by a kill: the rest of the log still counts
-            continue
-        if isinstance(row, dict) and isinstance(row.get("routing"), dict):
-            rows.append({"step": row.get("step"), **row["routing"]})
-    return rows
+    """The ``routing`` entries of a run's metrics.jsonl, with their step, in order (a line
+    cut by a kill is left out: the rest of the log still counts)."""
+    return [{"step": row["step"], **row["routing"]} for row in read_log(Path(metrics_path))
+            if isinstance(row.get("routing"), dict)]
 
 
 def summarise_routing(renderer, metrics_path: str | Path, *, n_points: int = 8192) -> dict | None:

@@ -32,7 +32,8 @@ from switchnerf.train.checkpoint import (
 HEADER = ("config.yaml", "scene.json")
 """The files every run has from its start (``write_run_header``)."""
 
-RESUME_MAY_CHANGE = ("train.max_steps", "train.time_budget_s", "distributed.expert_parallel",
+RESUME_MAY_CHANGE = ("train.max_steps", "train.time_budget_s", "train.max_skipped_steps",
+                     "distributed.expert_parallel",
                      "distributed.timeout_s", "distributed.wait_timeout_s")
 """Config keys a resumed run may change: when to stop and how many processes share the
 work, not what is trained."""

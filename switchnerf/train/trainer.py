@@ -2,8 +2,13 @@
 
 Reliability: checkpoints are atomic; Ctrl-C (SIGINT/SIGTERM) saves a checkpoint and exits
 cleanly; resume restores model, grid, optimiser, schedule, the trainer's RNG and the ray
-stream position, so N straight steps equal N/2 + resume + N/2; a non-finite loss skips
-the step.
+stream position, the training time so far and the log (``metrics.jsonl`` is cut back to
+the checkpoint's step), so N straight steps equal N/2 + resume + N/2 and the log has each
+step once; a newer checkpoint that does not load is set aside and the previous one used.
+
+Non-finite steps: a step whose loss or dense-parameter gradients are not finite is skipped
+(the weights stay as they were); ``train.max_skipped_steps`` such steps in a row stop the
+run with an error, and a checkpoint is never written from non-finite weights.
 
 Many processes (torchrun): the trainer takes a
 :class:`~switchnerf.train.distributed.DistributedContext`. Every rank reads the same global
@@ -21,10 +26,10 @@ generator and leaves the global RNG untouched; it never builds a ray store (see
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +41,12 @@ from switchnerf.errors import SwitchNerfError
 from switchnerf.moe.expert_parallel import dense_parameters, gather_expert_state_dict
 from switchnerf.moe.routing import balance_loss, expert_load
 from switchnerf.train.builder import build_optimizer, build_renderer
-from switchnerf.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from switchnerf.train.checkpoint import (
+    load_checkpoint,
+    newest_readable_checkpoint,
+    save_checkpoint,
+    sweep_temporary_files,
+)
 from switchnerf.train.data import TrainingData
 from switchnerf.train.dist_state import gather_training_state, slice_training_state
 from switchnerf.train.distributed import (
@@ -47,6 +57,7 @@ from switchnerf.train.distributed import (
     write_world_record,
 )
 from switchnerf.train.evaluate import evaluate, uses_right_half_protocol
+from switchnerf.train.metrics_log import LOG_FILE, MetricsLog, truncate_log
 from switchnerf.train.progress import TrainProgress
 from switchnerf.train.routing_log import RoutingLog
 from switchnerf.train.run import (
@@ -172,10 +183,18 @@ class Trainer:
         self.step = 0
         self.best_psnr = -math.inf
         self.skipped_steps = 0
+        self.consecutive_skips = 0
+        self.elapsed_before = 0.0  # training seconds of earlier sessions of this run
+        self._clock_start: float | None = None
+        tables = {id(p) for p in self.renderer.field.table_parameters()}
+        self._checked_params = [p for p in self.renderer.field.parameters()
+                                if id(p) not in tables]
         self.routing_log = RoutingLog(seed=cfg.train.seed)
         self._stop_requested = False
         self.progress_enabled = progress and self.ctx.is_main
         self.stream = self._open_stream(data.store)
+        if self.ctx.is_main:
+            sweep_temporary_files(self.run_dir)  # left by writes a kill interrupted
         if resume:
             self._restore()
         elif self.ctx.is_main:
@@ -211,7 +230,8 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "rng": self.generator.get_state(),
                 "rng_device": self.generator.device.type,
                 "stream": self.stream.state_dict(), "best_psnr": self.best_psnr,
-                "skipped_steps": self.skipped_steps, "config": self.cfg.to_dict()}
+                "skipped_steps": self.skipped_steps, "elapsed_s": self.elapsed_s,
+                "config": self.cfg.to_dict()}
 
     def _restore_generator(self, state: dict) -> None:
         """The trainer's generator from a checkpoint (one written on another device type
@@ -221,12 +241,16 @@ class Trainer:
             self.generator.set_state(rng.cpu())
 
     def _restore(self) -> None:
-        ckpt = latest_checkpoint(self.run_dir) if self.ctx.is_main else None
-        ckpt = self.ctx.broadcast_object(None if ckpt is None else str(ckpt))  # one choice
+        found = None
+        if self.ctx.is_main:
+            found = newest_readable_checkpoint(self.run_dir, map_location=self.device,
+                                               on_skip=_warn_unreadable)
+        ckpt = self.ctx.broadcast_object(None if found is None else str(found[0]))  # one choice
         if ckpt is None:
-            raise SwitchNerfError(f"{self.run_dir}: --resume given but no checkpoint to resume from")
+            raise SwitchNerfError(f"{self.run_dir}: --resume given but no readable checkpoint "
+                                  "to resume from")
         ckpt = Path(ckpt)
-        state = load_checkpoint(ckpt, map_location=self.device)
+        state = found[1] if found is not None else load_checkpoint(ckpt, map_location=self.device)
         saved = state.get("config")
         changed = (["(none saved)"] if not isinstance(saved, dict)
                    else config_differences(resolved_config_dict(saved), self.cfg.to_dict()))
@@ -243,8 +267,10 @@ class Trainer:
         self.step = int(state["step"])
         self.best_psnr = float(state["best_psnr"])
         self.skipped_steps = int(state["skipped_steps"])
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
         if self.ctx.is_main:
             write_run_config(self.run_dir, self.cfg)  # a new max_steps or time budget
+            truncate_log(self.run_dir / LOG_FILE, self.step)  # these steps are trained again
 
     # ------------------------------------------------------------------ one step
     def _set_lr(self) -> None:
@@ -266,7 +292,10 @@ class Trainer:
     def train_step(self, batch) -> StepStats:
         """One optimisation step on a RayBatch; returns its statistics (on the device).
 
-        One host sync: whether the loss is finite (a non-finite step is skipped).
+        One host sync: whether the loss and the gradients of the dense parameters (MLPs,
+        encodings other than the hash tables) are finite; if not, the step is skipped. A
+        non-finite table gradient reaches the table through the first layer of an MLP,
+        whose gradient is then non-finite too, so the tables need no pass of their own.
         Distributed: ``batch`` is the global batch; this rank trains on its ``rank_slice``
         with the stratified offsets one process would draw for those rays, its loss is its
         share of the global loss and the dense gradients are summed over the ranks. The
@@ -299,21 +328,35 @@ class Trainer:
                    else mse.new_zeros(()))
             loss = objective = mse + cfg.model.routing.balance_weight * bal
         self.optimizer.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(loss))  # the step's one host sync (global: all agree)
+        objective.backward()  # with expert parallelism a collective: every rank runs it
+        if ctx.is_distributed:
+            ctx.all_reduce_gradients(dense_parameters(renderer.field), op="sum")
+        finite = self._finite(loss)  # the step's one host sync (global: all agree)
         stats = StepStats(loss=loss.detach(), mse=mse.detach(), balance=bal.detach(),
                           expert_id=samples.expert_id, kept=samples.kept, n_experts=n_exp,
                           samples_per_ray=samples.expert_id.shape[0] / max(len(batch), 1),
                           skipped=not finite, ctx=ctx, n_rays=len(batch))
-        if finite or self.expert_parallel:
-            objective.backward()  # the expert exchange's backward is a collective
         if finite:
-            if ctx.is_distributed:
-                ctx.all_reduce_gradients(dense_parameters(renderer.field), op="sum")
             self.optimizer.step()
+            self.consecutive_skips = 0
         else:
             self.skipped_steps += 1
+            self.consecutive_skips += 1
         self.step += 1
         return stats
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss and the dense parameters' gradients are all finite (one host
+        sync; distributed, every rank's verdict: a non-finite value anywhere skips the
+        step on all ranks)."""
+        grads = [p.grad for p in self._checked_params if p.grad is not None]
+        ok = torch.isfinite(loss.detach())
+        if grads:
+            ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+        if self.ctx.is_distributed:
+            bad = self.ctx.all_reduce_sum((~ok).float().reshape(1))
+            return bool(bad.item() == 0)
+        return bool(ok)
 
     def _global_loss(self, rgb, target, samples, use_balance: bool):
         """Global-batch mse, balance and loss values (no gradient), and this rank's share
@@ -362,62 +405,100 @@ class Trainer:
 
         on_step(trainer, stats): optional callback after every step (viewer, tests); it may
         call :meth:`request_stop`. Statistics reach the host only on logged steps (every
-        ``log_every`` and skipped ones). Returns a summary dict. Distributed: the ranks
+        ``log_every``, skipped ones and the last). Returns a summary dict (``elapsed_s``:
+        this call's seconds; ``total_elapsed_s``: the run's, over every resume). The time
+        budget counts the run's training time over every resume. Distributed: the ranks
         agree every step on whether to stop (a signal or the time budget on any rank
         stops all of them after the same step).
+
+        Raises SwitchNerfError after ``train.max_skipped_steps`` non-finite steps in a row
+        (the newest checkpoint holds the last good weights).
         """
         cfg = self.cfg.train
         max_steps = cfg.max_steps if max_steps is None else max_steps
         old_handlers = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        log = (open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115 - closed in finally
-               if self.ctx.is_main else None)
-        start, rays_done = time.perf_counter(), 0
-        last = None
+        log = MetricsLog(self.run_dir / LOG_FILE if self.ctx.is_main else None)
+        self._clock_start = start = time.perf_counter()
+        rays_done, last, values = 0, None, None
         traffic = ExchangeTraffic(self)
         try:
             with TrainProgress(max_steps, self.step, enabled=self.progress_enabled) as bar:
-                while self.step < max_steps and not self._should_stop(start):
+                while self.step < max_steps and not self._should_stop():
                     batch = next(self.stream)
                     last = self.train_step(batch)
                     traffic.step_done()
                     rays_done += len(batch)
                     rays_per_s = rays_done / max(time.perf_counter() - start, 1e-9)
-                    logged = self.step % cfg.log_every == 0 or last.skipped
-                    values = last.values() if logged else None
-                    extra = traffic.per_step() if logged else {}
-                    if logged and log is not None:
-                        extra["routing"] = self.routing_log.measure(self.renderer, self.step)
+                    values = None
+                    if self.step % cfg.log_every == 0 or last.skipped:
+                        values = self._log_step(log, last, rays_per_s, traffic)
                     bar.update(self.step, rays_per_s, values)
-                    if values is not None and log is not None:
-                        log.write(json.dumps({"step": self.step, "time_s": time.perf_counter() - start,
-                                              "loss": values.loss, "psnr": values.psnr,
-                                              "balance": values.balance, "rays_per_s": rays_per_s,
-                                              "samples_per_ray": values.samples_per_ray,
-                                              "load": values.load, "dropped": values.dropped,
-                                              "skipped": values.skipped, **extra}) + "\n")
                     if last.skipped:
-                        bar.note(f"step {self.step}: non-finite loss, step skipped")
+                        bar.note(f"step {self.step}: non-finite loss or gradient, step skipped")
+                        self._check_skips()
                     if on_step is not None:
                         on_step(self, last)
                     if cfg.eval_every > 0 and self.step % cfg.eval_every == 0:
                         self._periodic_eval(log, bar)
                     elif self.step % cfg.checkpoint_every == 0:
                         self.save()
+                if last is not None and values is None:  # the last step is logged too
+                    values = self._log_step(log, last,
+                                            rays_done / max(time.perf_counter() - start, 1e-9),
+                                            traffic)
             self.save()
         finally:
-            if log is not None:
-                log.close()
+            log.close()
+            self.elapsed_before, self._clock_start = self.elapsed_s, None
             for s, h in old_handlers.items():
                 signal.signal(s, h)
         elapsed = time.perf_counter() - start
-        return {"step": self.step, "elapsed_s": elapsed, "rays_per_s": rays_done / max(elapsed, 1e-9),
+        return {"step": self.step, "elapsed_s": elapsed, "total_elapsed_s": self.elapsed_before,
+                "rays_per_s": rays_done / max(elapsed, 1e-9),
                 "interrupted": self._stop_requested, "skipped_steps": self.skipped_steps,
-                "last_train_psnr": None if last is None else last.values().psnr}
+                "last_train_psnr": None if values is None else values.psnr}
 
-    def _should_stop(self, start: float) -> bool:
-        """A stop request or the time budget; distributed, any rank's (one all-reduce)."""
+    @property
+    def elapsed_s(self) -> float:
+        """Training seconds of this run so far, over every resume (wall clock while
+        :meth:`train` runs, eval and checkpoints included)."""
+        now = 0.0 if self._clock_start is None else time.perf_counter() - self._clock_start
+        return self.elapsed_before + now
+
+    def _log_step(self, log: MetricsLog, last: StepStats, rays_per_s: float, traffic
+                  ) -> StepValues:
+        """A training record of the step just taken (the statistics' host copy: a
+        collective when distributed, so every rank calls it for the same steps)."""
+        values = last.values()
+        extra = traffic.per_step()
+        if log.enabled:
+            extra["routing"] = self.routing_log.measure(self.renderer, self.step)
+        log.write({"step": self.step, "time_s": self.elapsed_s, "loss": values.loss,
+                   "psnr": values.psnr, "balance": values.balance, "rays_per_s": rays_per_s,
+                   "samples_per_ray": values.samples_per_ray, "load": values.load,
+                   "dropped": values.dropped, "skipped": values.skipped, **extra})
+        return values
+
+    def _check_skips(self) -> None:
+        """Stop the run once ``train.max_skipped_steps`` steps in a row were skipped."""
+        limit = self.cfg.train.max_skipped_steps
+        if self.consecutive_skips < limit:
+            return
+        from switchnerf.train.checkpoint import latest_checkpoint
+
+        good = latest_checkpoint(self.run_dir)
+        where = f"the last good weights are in {good}" if good else "no checkpoint was written"
+        raise SwitchNerfError(
+            f"{self.run_dir}: train.max_skipped_steps: {limit} steps in a row (up to step "
+            f"{self.step}) had a non-finite loss or gradient; {where}. Lower the learning "
+            "rates (optim.lr_tables, optim.lr_mlps) or check the dataset for bad poses or "
+            "pixels")
+
+    def _should_stop(self) -> bool:
+        """A stop request or the time budget (the run's training time over every resume);
+        distributed, any rank's (one all-reduce)."""
         budget = self.cfg.train.time_budget_s
-        over = budget is not None and time.perf_counter() - start > budget
+        over = budget is not None and self.elapsed_s > budget
         if not self.ctx.is_distributed:
             return self._stop_requested or over
         flags = self.ctx.all_reduce_sum(torch.tensor([float(self._stop_requested), float(over)],
@@ -439,8 +520,8 @@ class Trainer:
         if self.ctx.is_main:
             result = evaluate(renderer, self.scene, indices=picks,
                               right_half=uses_right_half_protocol(self.scene, self.cfg))
-            log.write(json.dumps({"step": self.step, "eval_psnr": result["psnr"],
-                                  "eval_ssim": result["ssim"], "images": picks}) + "\n")
+            log.write({"step": self.step, "eval_psnr": result["psnr"],
+                       "eval_ssim": result["ssim"], "images": picks})
             bar.note(f"step {self.step}: eval PSNR {result['psnr']:.2f} dB on {len(picks)} "
                      "val images")
             psnr = result["psnr"]
@@ -470,7 +551,9 @@ class Trainer:
 
     def save(self, *, is_best: bool = False) -> Path | None:
         """Write a checkpoint (rank 0; a collective when distributed). Returns its path on
-        rank 0, None elsewhere."""
+        rank 0, None elsewhere. Non-finite weights are never saved (a SwitchNerfError: the
+        previous checkpoints stay the last good ones)."""
+        self._check_weights_finite()
         state = self.state_dict()
         path = None
         if self.ctx.is_main:
@@ -480,5 +563,21 @@ class Trainer:
             self._wait_for_main()
         return path
 
+    def _check_weights_finite(self) -> None:
+        """Raise unless every weight of the field (on every rank) is finite."""
+        params = list(self.renderer.field.parameters())
+        ok = torch.isfinite(torch.stack(torch._foreach_norm(params))).all()
+        if self.ctx.is_distributed:
+            ok = self.ctx.all_reduce_sum((~ok).float().reshape(1)).item() == 0
+        if not bool(ok):
+            raise SwitchNerfError(f"{self.run_dir}: the weights became non-finite by step "
+                                  f"{self.step}; no checkpoint written (the previous ones "
+                                  "hold the last good weights)")
+
     def close(self) -> None:
         self.stream.close()
+
+
+def _warn_unreadable(path: Path, exc: Exception) -> None:
+    warnings.warn(f"{path}: unreadable, set aside as {path.name}.unreadable; resuming from "
+                  f"the previous checkpoint ({exc})", stacklevel=2)
