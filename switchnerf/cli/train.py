@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -90,18 +91,21 @@ def cmd_train(args) -> int:
     if is_torchrun_launch():
         return _cmd_train_distributed(args, device, cfg)
     prepare_run_dir(args.output, resume=args.resume, overwrite=args.overwrite, check_only=True)
+    check_scene = None
     if args.resume:
         cfg = _resume_config(args)
-    data = prepare_training_data(cfg, Path(args.scene), args.store)
+        check_scene = _resume_scene_check(args)
+    data = prepare_training_data(cfg, Path(args.scene), args.store, check_scene=check_scene)
     if not args.resume:  # after every check and the store: it may delete the old run
         prepare_run_dir(args.output, resume=False, overwrite=args.overwrite)
     trainer = Trainer(cfg, data, args.output, device=device, resume=args.resume)
     viewer = None
-    if args.viewer:
-        from switchnerf.cli.view import start_training_viewer
-
-        viewer = start_training_viewer(trainer, port=args.port)
     try:
+        _record_scene(args.output, data)
+        if args.viewer:
+            from switchnerf.cli.view import start_training_viewer
+
+            viewer = start_training_viewer(trainer, port=args.port)
         summary = trainer.train(on_step=None if viewer is None else viewer.on_step)
     finally:
         trainer.close()
@@ -109,6 +113,24 @@ def cmd_train(args) -> int:
             viewer.stop()
     _print_summary(summary, args.output)
     return 0
+
+
+def _resume_scene_check(args):
+    """The check of ``--scene`` against the resumed run's scene (``run.check_resume_scene``),
+    as a function of the scene's fingerprint."""
+    from switchnerf.train.run import check_resume_scene
+
+    return lambda fingerprint: check_resume_scene(args.output, Path(args.scene), fingerprint)
+
+
+def _record_scene(run_dir: Path, data) -> None:
+    """Record the scene's path and fingerprint in RUN/scene.json once the trainer has
+    started (new) or restored (resumed) the run; say so when a resumed run's path moved."""
+    from switchnerf.train.run import record_run_scene
+
+    note = record_run_scene(run_dir, data.scene_path, data.fingerprint)
+    if note is not None:
+        print(f"switchnerf: note: {note}", file=sys.stderr, flush=True)
 
 
 def _print_summary(summary: dict, run_dir: Path) -> None:
@@ -158,6 +180,12 @@ def _cmd_train_distributed(args, device: str, cfg) -> int:
                                  overwrite=args.overwrite)
             prepare_run_dir(args.output, resume=args.resume, overwrite=args.overwrite,
                             check_only=True)
+            if args.resume:  # loads the scene once more, so that every rank stops together
+                from switchnerf.scene.store import scene_fingerprint
+                from switchnerf.train.builder import scene_and_cameras
+
+                scene, _ = scene_and_cameras(Path(args.scene))
+                _resume_scene_check(args)(scene_fingerprint(scene))
 
         ctx.check_on_main(check_folder)
         data = None
@@ -171,6 +199,8 @@ def _cmd_train_distributed(args, device: str, cfg) -> int:
                                          progress=False)
         trainer = Trainer(cfg, data, args.output, resume=args.resume, ctx=ctx)
         try:
+            if ctx.is_main:
+                _record_scene(args.output, data)
             summary = trainer.train()
         finally:
             trainer.close()
@@ -246,6 +276,7 @@ def cmd_demo(args) -> int:
     prepare_run_dir(run_dir, resume=False, overwrite=True)  # after every check: it deletes
     trainer = Trainer(cfg, data, run_dir, device=device)
     try:
+        _record_scene(run_dir, data)
         summary = trainer.train()
     finally:
         trainer.close()

@@ -143,18 +143,81 @@ def store_options(options: StoreOptions | None = None, **fields) -> StoreOptions
 
 
 def default_store_dir(scene: Scene) -> Path:
-    """Where a scene's ray store lives unless told otherwise: ``<root>/.switchnerf/store``."""
+    """Where a scene's ray store lives unless told otherwise: ``<root>/.switchnerf/store``,
+    inside the dataset folder, so it moves and copies with the dataset and is found there."""
     return Path(scene.root) / ".switchnerf" / "store"
 
 
+FINGERPRINT_RULE = 2
+"""The rule ``scene_fingerprint`` follows, recorded in every manifest (rule 1, before the
+key existed, hashed absolute paths and mtimes)."""
+SAMPLE_BYTES = 1 << 16
+"""Bytes hashed at each end of an image file (``scene_fingerprint``)."""
+
+
 def scene_fingerprint(scene: Scene) -> str:
-    """SHA-256 of the scene format and, per image, its path, file size and mtime, size in
-    pixels, pose, intrinsics, ray bounds and undistortion (for an undistorted image, the
-    source file is the one checked). Raises ``SwitchNerfError`` for a missing image."""
+    """SHA-256 of a scene's content, wherever its dataset folder lies.
+
+    It hashes the scene format and, per image (train, then val): split and index, the
+    file's path relative to the dataset folder (``scene.root``, or its parent when the root
+    is a file; the bare file name when no relative path exists), the file's size in bytes,
+    the SHA-256 of its first and last ``SAMPLE_BYTES`` bytes (the whole file when it is at
+    most twice that), the size in pixels, pose, intrinsics, ray bounds and undistortion.
+    For an undistorted image the distorted source file is the one read. No absolute path
+    and no mtime: moving, copying or touching the dataset keeps the fingerprint; another
+    image, or the same image edited, changes its size or its first or last bytes and so the
+    fingerprint. Only an edit that keeps the file size and lies wholly in the middle of a
+    file over twice ``SAMPLE_BYTES`` goes unnoticed (rebuild with ``scene prepare
+    --force``). Cost: one open and at most two ``SAMPLE_BYTES`` reads per image, never a
+    whole large file. Raises ``SwitchNerfError`` for a missing image."""
+    base = Path(scene.root)
+    base = base.parent if base.is_file() else base
     items: list = [scene.format]
     for split in SPLITS:
         for r in scene.frames.get(split, []):
             und = getattr(r, "undistort", None)  # pixels made from a distorted source
+            path = Path(und.source_path if und is not None else r.image_path)
+            size, sample = _file_sample_digest(path)
+            und_items = None if und is None else [und.width, und.height, und.fx, und.fy,
+                                                  und.cx, und.cy, und.k1, und.k2, und.k3,
+                                                  und.p1, und.p2]
+            items.append([split, r.index, _relative_name(path, base), size, sample, r.width,
+                          r.height, np.asarray(r.c2w, dtype=np.float64).reshape(-1).tolist(),
+                          r.fx, r.fy, r.cx, r.cy, r.near, r.far, und_items])
+    blob = json.dumps(items, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _relative_name(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` (POSIX form, ``..`` where it lies outside), or its name
+    when there is no relative path (another drive)."""
+    try:
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(base))).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _file_sample_digest(path: Path) -> tuple[int, str]:
+    """(size in bytes, SHA-256 of the first and last ``SAMPLE_BYTES`` bytes) of a file."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            digest = hashlib.sha256(f.read(SAMPLE_BYTES))
+            if size > SAMPLE_BYTES:
+                f.seek(max(SAMPLE_BYTES, size - SAMPLE_BYTES))
+                digest.update(f.read(SAMPLE_BYTES))
+    except FileNotFoundError:
+        raise input_error(path, None, "image file not found") from None
+    return size, digest.hexdigest()
+
+
+def _fingerprint_rule_1(scene: Scene) -> str:
+    """The fingerprint of stores built before ``FINGERPRINT_RULE`` 2: absolute paths, sizes,
+    mtimes and the cameras. Only used to keep such a store while its dataset has not moved."""
+    items: list = [scene.format]
+    for split in SPLITS:
+        for r in scene.frames.get(split, []):
+            und = getattr(r, "undistort", None)
             path = Path(und.source_path if und is not None else r.image_path)
             try:
                 st = path.stat()
@@ -165,6 +228,23 @@ def scene_fingerprint(scene: Scene) -> str:
                           r.fx, r.fy, r.cx, r.cy, r.near, r.far, repr(und)])
     blob = json.dumps(items, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def _manifest_for_scene(manifest: dict, scene: Scene) -> dict | None:
+    """``manifest`` when its store was built from the scene's current content, else None.
+
+    A store of fingerprint rule 1 (no ``fingerprint_rule`` key) is kept while its dataset
+    has not moved or been touched (its rule-1 fingerprint still matches): the manifest is
+    returned, in memory only, with the current fingerprint and the old one as
+    ``fingerprint_rule_1`` (stream positions saved on that store name the old one)."""
+    current = scene_fingerprint(scene)
+    rule = manifest.get("fingerprint_rule")
+    if rule == FINGERPRINT_RULE:
+        return manifest if manifest["fingerprint"] == current else None
+    if rule is None and manifest["fingerprint"] == _fingerprint_rule_1(scene):
+        return {**manifest, "fingerprint": current, "fingerprint_rule": FINGERPRINT_RULE,
+                "fingerprint_rule_1": manifest["fingerprint"]}
+    return None
 
 
 def _image_plan(scene: Scene, val_left_halves: bool) -> list[tuple[str, int, int, int]]:
@@ -337,7 +417,7 @@ def _build(scene: Scene, build: Path, options: StoreOptions, *, progress, chunk_
         "record_dtype": {"names": list(RECORD_DTYPE.names), "itemsize": RECORD_DTYPE.itemsize},
         "scene": {"name": scene.name, "format": scene.format,
                   "n_images": {s: len(scene.frames.get(s, [])) for s in SPLITS}},
-        "fingerprint": fingerprint,
+        "fingerprint": fingerprint, "fingerprint_rule": FINGERPRINT_RULE,
         "config": config,
         "n_records": n_total, "n_train_records": n_train, "n_val_records": n_total - n_train,
         "cell_counts": total_cells.tolist() if partition is not None else None,
@@ -396,34 +476,40 @@ def _read_complete(out_dir: Path) -> dict | None:
     return manifest
 
 
+def _check_store(out_dir: Path, scene: Scene, options: StoreOptions) -> tuple[str, dict | None]:
+    """(status as ``store_status`` says it, the manifest to open the store with when "ok")."""
+    manifest = _read_complete(out_dir)
+    if manifest is None:
+        return "missing", None
+    manifest = _manifest_for_scene(manifest, scene)
+    if manifest is None or manifest["config"] != options.manifest_config(scene):
+        return "stale", None
+    return "ok", manifest
+
+
 def store_status(out_dir, scene: Scene, options: StoreOptions | None = None, **fields) -> str:
-    """"ok", "missing" (no complete store) or "stale" (other inputs or options).
+    """"ok", "missing" (no complete store) or "stale" (other content or options).
 
     options, fields: as for ``prepare_store`` (the options the store should have been built
-    with; omitted ones take the defaults of StoreOptions).
+    with; omitted ones take the defaults of StoreOptions). The content is compared by
+    ``scene_fingerprint``: a store stays "ok" when its dataset was moved, copied or touched.
     """
-    options = store_options(options, **fields)
-    manifest = _read_complete(Path(out_dir))
-    if manifest is None:
-        return "missing"
-    if manifest["fingerprint"] != scene_fingerprint(scene):
-        return "stale"
-    if manifest["config"] != options.manifest_config(scene):
-        return "stale"
-    return "ok"
+    return _check_store(Path(out_dir), scene, store_options(options, **fields))[0]
 
 
 def open_store(out_dir, scene: Scene | None = None) -> RayStore:
     """Open a complete store. With ``scene``, check that it was built from the scene's
-    current inputs. Raises ``StoreMissingError`` or ``StoreStaleError``."""
+    current content. Raises ``StoreMissingError`` or ``StoreStaleError``."""
     out_dir = Path(out_dir)
     manifest = _read_complete(out_dir)
     if manifest is None:
         raise StoreMissingError(f"{out_dir}: no complete ray store "
                                 "(run `switchnerf scene prepare`)")
-    if scene is not None and manifest["fingerprint"] != scene_fingerprint(scene):
-        raise StoreStaleError(f"{out_dir}: ray store was built from other inputs "
-                              "(images or cameras changed); rebuild it")
+    if scene is not None:
+        manifest = _manifest_for_scene(manifest, scene)
+        if manifest is None:
+            raise StoreStaleError(f"{out_dir}: ray store was built from other inputs "
+                                  "(images or cameras changed); rebuild it")
     return _from_manifest(out_dir, manifest)
 
 
@@ -434,8 +520,9 @@ def ensure_store(scene: Scene, out_dir, options: StoreOptions | None = None, *,
     incomplete, stale, built with other options, or ``force``. Arguments as for
     ``prepare_store``."""
     options = store_options(options, **fields)
-    status = "missing" if force else store_status(out_dir, scene, options)
+    out_dir = Path(out_dir)
+    status, manifest = ("missing", None) if force else _check_store(out_dir, scene, options)
     if status == "ok":
-        return open_store(out_dir)
+        return _from_manifest(out_dir, manifest)
     return prepare_store(scene, out_dir, options, progress=progress, chunk_rays=chunk_rays,
                          membership_device=membership_device)

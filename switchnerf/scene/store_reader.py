@@ -16,6 +16,7 @@ in the order above: the batches do not depend on the number of workers. Memory:
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Self
@@ -106,16 +107,31 @@ class RayStream:
                 "fingerprint": self.store.manifest["fingerprint"]}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume at ``state`` (from ``state_dict`` of a stream over the same view)."""
+        """Resume at ``state`` (from ``state_dict`` of a stream over the same view).
+
+        A state saved on a store of other content (another fingerprint or shard count: the
+        images or cameras changed and the store was rebuilt) names no position in this one:
+        the stream restarts at the first shard of the state's epoch, and a one-line warning
+        naming the store says so. Another seed, rank, world size or cell is a ValueError.
+        """
         for key, mine in (("seed", self.seed), ("rank", self.rank),
-                          ("world_size", self.world_size), ("cell", self.cell),
-                          ("n_shards", len(self.store.shards)),
-                          ("fingerprint", self.store.manifest["fingerprint"])):
+                          ("world_size", self.world_size), ("cell", self.cell)):
             if state.get(key) != mine:
                 raise ValueError(f"stream state is for {key}={state.get(key)!r}, "
                                  f"this stream has {mine!r}")
+        manifest = self.store.manifest
+        names = {manifest["fingerprint"], manifest.get("fingerprint_rule_1")} - {None}
+        same_store = (state.get("n_shards") == len(self.store.shards)
+                      and state.get("fingerprint") in names)
         self._stop_workers()
-        self._pos = (int(state["epoch"]), int(state["shard"]), int(state["offset"]))
+        if same_store:
+            self._pos = (int(state["epoch"]), int(state["shard"]), int(state["offset"]))
+        else:
+            self._pos = (int(state["epoch"]), 0, 0)
+            warnings.warn(f"{self.store.root}: ray store holds other rays than when the "
+                          "checkpoint was saved (images or cameras changed and it was "
+                          f"rebuilt); the ray stream position was reset to the start of epoch "
+                          f"{self._pos[0]}", UserWarning, stacklevel=2)
         self._unit, self._done = None, False
 
     # iteration ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ only opens a stream on a store that exists.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,9 +32,16 @@ class TrainingData:
     cameras: object
     store: object
 
+    @property
+    def fingerprint(self) -> str:
+        """The scene's content fingerprint (``scene.store.scene_fingerprint``), as the
+        store's manifest records it."""
+        return self.store.manifest["fingerprint"]
+
 
 def prepare_training_data(cfg: Config, scene_path: str | Path, store_dir: Path | None = None,
-                          *, build: bool = True, progress: bool = True) -> TrainingData:
+                          *, build: bool = True, progress: bool = True,
+                          check_scene: Callable[[str], None] | None = None) -> TrainingData:
     """Load the scene and open its ray store for training with ``cfg``.
 
     store_dir: the store folder (default ``scene.store.default_store_dir``, where
@@ -42,12 +50,16 @@ def prepare_training_data(cfg: Config, scene_path: str | Path, store_dir: Path |
     (:func:`~switchnerf.train.ray_store.training_store_options`, the same mapping
     ``scene prepare --config`` uses); without
     ``build``, a missing or stale store is an error (``StoreMissingError`` /
-    ``StoreStaleError``).
+    ``StoreStaleError``). check_scene: called with the scene's fingerprint once the scene
+    is loaded, before the store is opened or built; it raises to stop (``train --resume``
+    checks the run's scene with it).
     """
-    from switchnerf.scene.store import ensure_store, open_store
+    from switchnerf.scene.store import ensure_store, open_store, scene_fingerprint
 
     scene_path = Path(scene_path)
     scene, cameras = builder.scene_and_cameras(scene_path)
+    if check_scene is not None:
+        check_scene(scene_fingerprint(scene))
     store_dir = Path(store_dir) if store_dir is not None else default_store_dir(scene)
     if build:
         store = ensure_store(scene, store_dir, training_store_options(cfg, scene),

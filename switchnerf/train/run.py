@@ -2,7 +2,8 @@
 
 Layout of RUN/:
     config.yaml        the resolved config (all keys)
-    scene.json         which scene: {"path": descriptor or dataset folder}
+    scene.json         which scene: {"path": descriptor or dataset folder, "fingerprint":
+                       its content (``scene.store.scene_fingerprint``; absent in old runs)}
     checkpoints/       step_XXXXXXXX.pt (last K) and best.pt
     metrics.jsonl      one JSON object per logged step / eval
     eval/              metrics.json and side-by-side images from `switchnerf eval`
@@ -44,6 +45,48 @@ def write_run_header(run_dir: Path, cfg: Config, scene_path: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_run_config(run_dir, cfg)
     write_json_atomic(run_dir / "scene.json", {"path": str(Path(scene_path).resolve())})
+
+
+def read_scene_record(run_dir: Path) -> dict:
+    """RUN/scene.json: {"path": str, "fingerprint": str or None}."""
+    path = Path(run_dir) / "scene.json"
+    if not path.is_file():
+        raise SwitchNerfError(f"{run_dir}: not a switchnerf run (no scene.json)")
+    try:
+        record = json.loads(path.read_text())
+        return {"path": str(record["path"]), "fingerprint": record.get("fingerprint")}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise SwitchNerfError(f"{path}: path: missing or unreadable") from None
+
+
+def check_resume_scene(run_dir: Path, scene_path: Path, fingerprint: str) -> None:
+    """Refuse to resume a run on another scene: a ``scene_path`` other than the run's
+    whose content (``fingerprint``) differs from the one scene.json recorded. The same
+    content at another path (the dataset moved or was copied) passes, and so does any
+    scene of a run that recorded no fingerprint. Raises a one-line SwitchNerfError naming
+    both paths."""
+    record = read_scene_record(run_dir)
+    given = str(Path(scene_path).resolve())
+    if given == record["path"] or record["fingerprint"] in (None, fingerprint):
+        return
+    raise SwitchNerfError(f"--scene: {given}: not the scene this run was trained on "
+                          f"({record['path']}): other images or cameras; resume with that "
+                          "scene, or train a new run")
+
+
+def record_run_scene(run_dir: Path, scene_path: Path, fingerprint: str) -> str | None:
+    """Make RUN/scene.json name ``scene_path`` and its ``fingerprint``, rewriting it
+    (atomically) only when either differs. Returns a one-line note when the path changed
+    (a resumed run whose dataset moved), else None."""
+    record = read_scene_record(run_dir)
+    new = {"path": str(Path(scene_path).resolve()), "fingerprint": fingerprint}
+    if record == new:
+        return None
+    write_json_atomic(Path(run_dir) / "scene.json", new)
+    if record["path"] == new["path"]:
+        return None
+    return (f"{Path(run_dir) / 'scene.json'}: path: now {new['path']} "
+            f"(was {record['path']})")
 
 
 def write_run_config(run_dir: Path, cfg: Config) -> None:
@@ -118,13 +161,7 @@ def read_run_config(run_dir: Path) -> Config:
 
 
 def read_scene_path(run_dir: Path) -> Path:
-    path = Path(run_dir) / "scene.json"
-    if not path.is_file():
-        raise SwitchNerfError(f"{run_dir}: not a switchnerf run (no scene.json)")
-    try:
-        return Path(json.loads(path.read_text())["path"])
-    except (ValueError, KeyError):
-        raise SwitchNerfError(f"{path}: path: missing or unreadable") from None
+    return Path(read_scene_record(run_dir)["path"])
 
 
 @dataclass
