@@ -24,7 +24,7 @@ import torch
 from _faults import one_line_error, snapshot
 from PIL import Image
 from test_store_scene import make_scene
-from test_train import ROOT, TINY, tiny_scene  # noqa: F401 - tiny_scene is a fixture
+from test_train import ROOT, TINY
 
 from switchnerf.cli import main as cli_main
 from switchnerf.errors import SwitchNerfError
@@ -110,7 +110,7 @@ def _assert_same_final_state(run: Path, reference: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def resume_reference_run(tiny_scene, tmp_path_factory):  # noqa: F811
+def resume_reference_run(tiny_scene, tmp_path_factory):
     """(dataset folder with its default store, a run of RESUME_STEPS straight steps with
     checkpoints every 2 steps, the dataset's fingerprint)."""
     base = tmp_path_factory.mktemp("resume_reference")

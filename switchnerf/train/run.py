@@ -40,11 +40,16 @@ RESUME_MAY_CHANGE = ("train.max_steps", "train.time_budget_s", "train.max_skippe
 work, not what is trained."""
 
 
-def write_run_header(run_dir: Path, cfg: Config, scene_path: Path) -> None:
-    """Snapshot the resolved config and the scene reference into a new run."""
+def write_run_header(run_dir: Path, cfg: Config, scene_path: Path,
+                     fingerprint: str | None = None) -> None:
+    """Snapshot the resolved config and the scene reference (its path and, when known,
+    its content ``fingerprint``) into a new run."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_run_config(run_dir, cfg)
-    write_json_atomic(run_dir / "scene.json", {"path": str(Path(scene_path).resolve())})
+    record = {"path": str(Path(scene_path).resolve())}
+    if fingerprint is not None:
+        record["fingerprint"] = fingerprint
+    write_json_atomic(run_dir / "scene.json", record)
 
 
 def read_scene_record(run_dir: Path) -> dict:

@@ -198,7 +198,8 @@ class Trainer:
         if resume:
             self._restore()
         elif self.ctx.is_main:
-            write_run_header(self.run_dir, cfg, self.scene_path)
+            write_run_header(self.run_dir, cfg, self.scene_path,
+                             fingerprint=getattr(data, "fingerprint", None))
         if self.ctx.is_distributed:
             if self.ctx.is_main:
                 write_world_record(self.run_dir, self.ctx.world_size,
