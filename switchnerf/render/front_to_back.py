@@ -37,6 +37,13 @@ class RenderCancelled(Exception):
     """Raised between rounds when the caller's ``should_stop`` said so (a stale view)."""
 
 
+def _rows(value: Tensor, rows: Tensor) -> Tensor:
+    """``value[rows]``: rows int64 [K] of value [m, ...]. Rows of several values are gathered
+    by advanced indexing, which copies odd row widths (a 15-float row) about 3x faster than
+    ``index_select`` on the CPU; single values by ``index_select``."""
+    return value.index_select(0, rows) if value.dim() == 1 else value[rows]
+
+
 def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor,
                            n_rays: int, *, alpha_thre: float, early_stop_eps: float,
                            round_sizes: Sequence[int] = ROUND_SIZES,
@@ -84,7 +91,7 @@ def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_i
             keep_parts.append(idx.index_select(0, vis))
             sigma_parts.append(sigma.index_select(0, vis))
             for name, value in extras.items():
-                extra_parts.setdefault(name, []).append(value.index_select(0, vis))
+                extra_parts.setdefault(name, []).append(_rows(value, vis))
     if not keep_parts:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, torch.zeros(0, device=device), {}
