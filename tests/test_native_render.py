@@ -143,6 +143,25 @@ def test_march_rays_matches_torch(native, res, n_rays):
         assert len(out) > 0
 
 
+@pytest.mark.parametrize("res", [64, (30, 17, 9), 5])
+def test_march_rays_skipping_empty_blocks_matches_torch(native, res):
+    """Sparse occupancy (a few boxes and single cells): most 4x4x4 blocks are empty, so the
+    native march skips whole blocks; its samples must still equal the torch twin's."""
+    gen = torch.Generator().manual_seed(21)
+    grid = OccupancyGrid(res)
+    r0, r1, r2 = grid.res
+    grid.binary[: max(r0 // 5, 1), r1 // 3: r1 // 2 + 1, : max(r2 // 4, 1)] = True  # a box
+    cells = torch.rand(grid.res, generator=gen) < 0.004  # scattered single cells
+    grid.binary |= cells
+    grid.binary[-1, -1, -1] = True  # a corner cell of a partial block
+    origins, dirs, near, far = rays(600, gen)
+    step = math.sqrt(3) / 301
+    ref = march_rays(origins, dirs, near, far, grid, step_size=step, backend="torch")
+    out = fused_march(origins, dirs, near, far, grid, step_size=step)
+    assert_same_samples(out, ref)
+    assert len(out) > 0
+
+
 def test_march_rays_stratified_limited_and_filtered(native):
     gen = torch.Generator().manual_seed(4)
     grid = city_grid(32, gen)

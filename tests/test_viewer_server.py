@@ -333,3 +333,31 @@ def test_a_failing_render_is_logged_and_the_next_move_renders(caplog):
     finally:
         session.close()
     assert not session.alive
+
+
+@pytest.mark.parametrize("direct_full_s,widths", [(0.0, [16, 32, 16, 32]), (10.0, [16, 32, 32])])
+def test_a_move_skips_the_preview_when_the_full_render_is_cheap(direct_full_s, widths):
+    from contextlib import nullcontext
+
+    from switchnerf.viewer.session import ClientSession, RenderSettings
+
+    sent = []
+
+    def render(cam, stale):
+        return np.zeros((cam.height, cam.width, 3), np.uint8), {}
+
+    settings = RenderSettings(max_side=32, preview_side=16, settle_s=0.0,
+                              direct_full_s=direct_full_s)
+    session = ClientSession(3, render=render, send=sent.append, settings=settings,
+                            gate_wanting=nullcontext)
+    pose = ViserPose(np.array([1.0, 0, 0, 0]), np.zeros(3), 1.0, 4 / 3)
+    try:
+        for _ in range(2):  # the first move has no full render to judge by: a preview
+            session.camera_moved(pose)
+            deadline = time.time() + 10
+            while not session.idle and time.time() < deadline:
+                time.sleep(0.01)
+        assert [img.shape[1] for img in sent] == widths
+        assert session.stats.full_frames == 2
+    finally:
+        session.close()

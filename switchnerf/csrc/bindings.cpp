@@ -46,6 +46,15 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Occupancy-grid ray marching: -> (ray_indices [M], t_starts [M], t_ends [M])",
         py::arg("origins"), py::arg("dirs"), py::arg("near"), py::arg("far"),
         py::arg("binary"), py::arg("step_size"), py::arg("max_samples"));
+  m.def("front_to_back_take", &switchnerf::front_to_back_take,
+        "Front-to-back round: the next up to k packed samples of every open ray -> idx [m]",
+        py::arg("pos"), py::arg("end"), py::arg("k"));
+  m.def("front_to_back_update", &switchnerf::front_to_back_update,
+        "Front-to-back round: visibility and transmittance update -> (vis [K], ray, pos, "
+        "end, tau of the rays left open)",
+        py::arg("sigma"), py::arg("dt"), py::arg("idx"), py::arg("ray"), py::arg("pos"),
+        py::arg("end"), py::arg("tau"), py::arg("k"), py::arg("alpha_thre"),
+        py::arg("early_stop_eps"));
   m.def("mlp_forward", &switchnerf::mlp_forward,
         "Two-layer MLP inference: w2 relu(w1 (row_scale * x) + b1 + hidden_bias[bias_index])"
         " + b2 -> [M, O]",

@@ -10,10 +10,25 @@ namespace switchnerf {
 namespace {
 
 
+constexpr int64_t kBlockCells = 4;  // fine cells per axis of a coarse block
+
 struct Grid {
   const bool* binary;  // [R0, R1, R2], cell (i, j, k) at (i * R1 + j) * R2 + k
   int64_t r[3];
   float rf[3];
+  // Coarse blocks of kBlockCells^3 fine cells: occupied when any of their cells is.
+  std::vector<uint8_t> coarse;  // [C0, C1, C2], C = ceil(R / kBlockCells)
+  int64_t c[3];
+
+  void build_coarse() {
+    for (int d = 0; d < 3; ++d) c[d] = (r[d] + kBlockCells - 1) / kBlockCells;
+    coarse.assign(c[0] * c[1] * c[2], 0);
+    for (int64_t i = 0; i < r[0]; ++i)
+      for (int64_t j = 0; j < r[1]; ++j)
+        for (int64_t k = 0; k < r[2]; ++k)
+          if (binary[(i * r[1] + j) * r[2] + k])
+            coarse[((i / kBlockCells) * c[1] + j / kBlockCells) * c[2] + k / kBlockCells] = 1;
+  }
 
   // Cell of a point (clamped as the torch path does) and whether it lies in [0, 1]^3.
   bool cell(const float p[3], int64_t ijk[3]) const {
@@ -27,6 +42,10 @@ struct Grid {
   }
   bool occupied(const int64_t ijk[3]) const {
     return binary[(ijk[0] * r[1] + ijk[1]) * r[2] + ijk[2]];
+  }
+  bool block_occupied(const int64_t ijk[3]) const {
+    return coarse[((ijk[0] / kBlockCells) * c[1] + ijk[1] / kBlockCells) * c[2] +
+                  ijk[2] / kBlockCells];
   }
 };
 
@@ -86,6 +105,7 @@ inline Step step_at(const float* o, const float* d, double b, double step, int64
 // one cell form an interval. From a step in an empty cell, the cell's exit parameter
 // gives a candidate step; if the step just before it is still in the same cell, every
 // step in between is too and is skipped; otherwise the candidate moves back one step.
+// Where the cell's whole coarse block is empty, the same is done with the block.
 template <typename Fn>
 int64_t march_one(const float* origins, const float* dirs, const float* base, const float* far,
                   const Grid& grid, double step, int64_t max_samples, int64_t n, Fn&& fn) {
@@ -111,11 +131,20 @@ int64_t march_one(const float* origins, const float* dirs, const float* base, co
       ++k;
       continue;
     }
-    // Parameter where the ray leaves the cell (float64 estimate).
+    // The empty region to skip: the cell, or its whole coarse block when that is empty
+    // too (fine cell indices are monotone in k, so a block's steps form an interval as
+    // well). lo[a] .. hi[a] are its fine cells along axis a.
+    const bool block = !grid.block_occupied(ijk);
+    int64_t lo[3], hi[3];
+    for (int a = 0; a < 3; ++a) {
+      lo[a] = block ? ijk[a] / kBlockCells * kBlockCells : ijk[a];
+      hi[a] = block ? std::min(lo[a] + kBlockCells, grid.r[a]) : ijk[a] + 1;
+    }
+    // Parameter where the ray leaves the region (float64 estimate).
     double t_leave = std::numeric_limits<double>::infinity();
     for (int a = 0; a < 3; ++a) {
       if (d[a] == 0.0f) continue;
-      const double face = double(d[a] > 0.0f ? ijk[a] + 1 : ijk[a]) / double(grid.r[a]);
+      const double face = double(d[a] > 0.0f ? hi[a] : lo[a]) / double(grid.r[a]);
       t_leave = std::min(t_leave, (face - double(o[a])) / double(d[a]));
     }
     int64_t next = k + 1;
@@ -125,10 +154,12 @@ int64_t march_one(const float* origins, const float* dirs, const float* base, co
     } else {
       next = k_end;
     }
-    for (int miss = 0; next > k + 1; ++miss) {  // is step next - 1 still in this cell?
+    for (int miss = 0; next > k + 1; ++miss) {  // is step next - 1 still in the region?
       const Step q = step_at(o, d, b, step, next - 1);
       int64_t c[3];
-      if (grid.cell(q.p, c) && c[0] == ijk[0] && c[1] == ijk[1] && c[2] == ijk[2]) break;
+      if (grid.cell(q.p, c) && c[0] >= lo[0] && c[0] < hi[0] && c[1] >= lo[1] &&
+          c[1] < hi[1] && c[2] >= lo[2] && c[2] < hi[2])
+        break;
       // The estimate is off by rounding: back off one step, then bisect towards k + 1.
       next = miss < 2 ? next - 1 : k + 1 + (next - 1 - (k + 1)) / 2;
     }
@@ -140,8 +171,9 @@ int64_t march_one(const float* origins, const float* dirs, const float* base, co
 }  // namespace
 
 std::vector<MarchBlock> march_rays_cpu(const MarchArgs& a) {
-  Grid grid{a.binary, {a.resolution[0], a.resolution[1], a.resolution[2]}, {}};
+  Grid grid{a.binary, {a.resolution[0], a.resolution[1], a.resolution[2]}, {}, {}, {}};
   for (int d = 0; d < 3; ++d) grid.rf[d] = float(grid.r[d]);
+  grid.build_coarse();
   const int64_t N = a.n_rays;
   constexpr int64_t kBlock = 128;  // rays per block
   const int64_t n_blocks = (N + kBlock - 1) / kBlock;

@@ -45,6 +45,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> march_rays_forward(
     const at::Tensor& origins, const at::Tensor& dirs, const at::Tensor& base,
     const at::Tensor& far, const at::Tensor& binary, double step_size, int64_t max_samples);
 
+// Front-to-back round bookkeeping (front_to_back.cpp), CPU; semantics in front_to_back.h.
+// pos, end [A] i64 of the open rays (0 <= pos < end). take: -> idx i64 [m], the next up to
+// k packed samples of every open ray, concatenated.
+at::Tensor front_to_back_take(const at::Tensor& pos, const at::Tensor& end, int64_t k);
+
+// update: sigma [m] f32 of the samples take gave (idx [m]), dt [M] f32 of all packed
+// samples, the open rays' ray/pos/end [A] i64 and tau [A] f64 -> (vis i64 [K], the round
+// positions of the visible samples; ray, pos, end, tau of the rays left open).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> front_to_back_update(
+    const at::Tensor& sigma, const at::Tensor& dt, const at::Tensor& idx, const at::Tensor& ray,
+    const at::Tensor& pos, const at::Tensor& end, const at::Tensor& tau, int64_t k,
+    double alpha_thre, double early_stop_eps);
+
 // Two-layer MLP inference (mlp.cpp), CPU:
 //   y = w2 relu(w1 (row_scale * x) + b1 + hidden_bias[bias_index]) + b2.
 // x [M, I], row_scale [M] or None, w1 [H, I], b1 [H] or None, w2 [O, H], b2 [O] or None,

@@ -2,7 +2,8 @@
 
 Per op, a Python wrapper with its argument checks and its pure-torch twin (the test
 oracle): :mod:`.hash_encode` (twin :mod:`.hash_encode_torch`, level layout
-:mod:`.hash_levels`), :mod:`.march`, :mod:`.render_weights`, :mod:`.mlp`, :mod:`.adam_sparse`
+:mod:`.hash_levels`), :mod:`.march`, :mod:`.render_weights`, :mod:`.front_to_back` (the bookkeeping of the
+front-to-back rounds), :mod:`.mlp`, :mod:`.adam_sparse`
 (the lazy Adam step of a hash table, twin in the same module). Their C++/CUDA
 sources are ``switchnerf/csrc`` (per op a header, host checks, CPU kernel, CUDA kernel
 where there is one). Nothing here imports another switchnerf package but ``errors``.

@@ -4,7 +4,10 @@ Every camera move bumps the client's version counter. The client's render thread
 the newest version with a quick preview (longest side ``settings.preview_side``) and, once
 the camera has been still for ``settings.settle_s``, with a full-resolution render
 (longest side ``settings.max_side``) drawn in chunks; between chunks it checks the
-version, so a move abandons the full render within one chunk. A refresh (output changed,
+version, so a move abandons the full render within one chunk. When the client's last full
+render took at most ``settings.direct_full_s``, a move is answered with the full render
+at once instead (no preview, no settle delay): it arrives about when the preview would
+have been followed by the settle delay alone. A refresh (output changed,
 training progressed) bumps the version without a preview. A render that fails is logged
 and its version given up (the next move renders again); the thread lives on.
 """
@@ -35,6 +38,7 @@ class RenderSettings:
     max_side: int = 256
     preview_side: int = 64
     settle_s: float = 0.15
+    direct_full_s: float = 0.3  # 0: always a preview first
     jpeg_quality: int = 85
     depth_range: tuple[float, float] | None = None  # None: per image
 
@@ -75,6 +79,7 @@ class ClientSession:
         self._moved_at = 0.0
         self._preview_needed = False
         self._done_version = -1  # version whose full render was sent
+        self._last_full_s = float("inf")  # seconds of the last full render sent
         self._stop = False
         self.stats = FrameStats()
         self._thread = threading.Thread(target=self._loop, name=f"switchnerf-view-{client_id}",
@@ -131,7 +136,9 @@ class ClientSession:
                 if self._pose is not None and self._done_version != self._version:
                     if self._preview_needed:
                         self._preview_needed = False
-                        return self._version, self._pose, s.preview_side, None
+                        if self._last_full_s > s.direct_full_s:
+                            return self._version, self._pose, s.preview_side, None
+                        return self._version, self._pose, s.max_side, self._moved_at
                     wait = self._moved_at + s.settle_s - time.perf_counter()
                     if wait <= 0:
                         return self._version, self._pose, s.max_side, self._moved_at
@@ -181,6 +188,7 @@ class ClientSession:
             st.render_s += elapsed
             st.last_info = info
             if moved_at is not None:
+                self._last_full_s = elapsed
                 st.full_frames += 1
                 st.latencies_s.append(time.perf_counter() - moved_at)
                 del st.latencies_s[:-1000]
