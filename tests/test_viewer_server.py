@@ -361,3 +361,43 @@ def test_a_move_skips_the_preview_when_the_full_render_is_cheap(direct_full_s, w
         assert session.stats.full_frames == 2
     finally:
         session.close()
+
+
+def test_a_drag_gets_previews_again_after_a_direct_full_render_is_abandoned():
+    """Direct full renders (cheap frames) must not starve a drag: once a full render is
+    abandoned for a newer camera, the next move is answered with a preview."""
+    import threading
+    from contextlib import nullcontext
+
+    from switchnerf.viewer.session import ClientSession, RenderSettings
+
+    sent, started, release = [], threading.Event(), threading.Event()
+
+    def render(cam, stale):
+        if cam.width == 32 and len(sent) == 2:  # the third render: a direct full one
+            started.set()
+            release.wait(10)
+            if stale():
+                return None, {}
+        return np.zeros((cam.height, cam.width, 3), np.uint8), {}
+
+    settings = RenderSettings(max_side=32, preview_side=16, settle_s=0.0, direct_full_s=10.0)
+    session = ClientSession(4, render=render, send=sent.append, settings=settings,
+                            gate_wanting=nullcontext)
+    pose = ViserPose(np.array([1.0, 0, 0, 0]), np.zeros(3), 1.0, 4 / 3)
+    try:
+        session.camera_moved(pose)  # preview, then full: the full render was cheap
+        deadline = time.time() + 10
+        while not session.idle and time.time() < deadline:
+            time.sleep(0.01)
+        session.camera_moved(pose)  # direct full render, held until the next move
+        assert started.wait(10)
+        session.camera_moved(pose)  # the drag goes on: the held render is abandoned
+        release.set()
+        deadline = time.time() + 10
+        while not session.idle and time.time() < deadline:
+            time.sleep(0.01)
+        assert [img.shape[1] for img in sent] == [16, 32, 16, 32]
+        assert session.stats.abandoned == 1
+    finally:
+        session.close()

@@ -7,7 +7,9 @@ the camera has been still for ``settings.settle_s``, with a full-resolution rend
 version, so a move abandons the full render within one chunk. When the client's last full
 render took at most ``settings.direct_full_s``, a move is answered with the full render
 at once instead (no preview, no settle delay): it arrives about when the preview would
-have been followed by the settle delay alone. A refresh (output changed,
+have been followed by the settle delay alone. A full render abandoned for a newer camera
+means the camera is being dragged: moves get previews again until a full render completes,
+so a drag always shows frames. A refresh (output changed,
 training progressed) bumps the version without a preview. A render that fails is logged
 and its version given up (the next move renders again); the thread lives on.
 """
@@ -176,6 +178,8 @@ class ClientSession:
             elapsed = time.perf_counter() - t0
             if image is None:
                 self.stats.abandoned += 1
+                if moved_at is not None:  # the camera is moving: previews until it rests
+                    self._last_full_s = float("inf")
                 continue
             if self._stop:
                 return
