@@ -28,16 +28,11 @@ from test_train import ROOT, TINY
 
 from switchnerf.cli import main as cli_main
 from switchnerf.errors import SwitchNerfError
+from switchnerf.scene import fingerprint as fingerprint_mod
 from switchnerf.scene import store as store_mod
 from switchnerf.scene.cameras import CameraTable
-from switchnerf.scene.store import (
-    SAMPLE_BYTES,
-    ensure_store,
-    open_store,
-    prepare_store,
-    scene_fingerprint,
-    store_status,
-)
+from switchnerf.scene.fingerprint import SAMPLE_BYTES, scene_fingerprint
+from switchnerf.scene.store import ensure_store, open_store, prepare_store, store_status
 from switchnerf.scene.store_reader import RayStream
 from switchnerf.train.checkpoint import latest_checkpoint, load_checkpoint
 from switchnerf.train.run import check_resume_scene, record_run_scene
@@ -181,9 +176,9 @@ def test_resume_fingerprint_reads_only_the_ends_of_a_large_file(tmp_path):
     # the per-file digest is SHA-256 of head + tail: checked against hashlib directly
     blob = path.read_bytes()
     want = hashlib.sha256(blob[:SAMPLE_BYTES] + blob[-SAMPLE_BYTES:]).hexdigest()
-    assert store_mod._file_sample_digest(path) == (len(blob), want)
+    assert fingerprint_mod._file_sample_digest(path) == (len(blob), want)
     small = scene.images("val")[1].image_path
-    assert store_mod._file_sample_digest(small) == (small.stat().st_size,
+    assert fingerprint_mod._file_sample_digest(small) == (small.stat().st_size,
                                                     hashlib.sha256(small.read_bytes()).hexdigest())
 
 
@@ -223,7 +218,7 @@ def test_resume_store_of_the_earlier_fingerprint_rule_is_kept_until_moved(tmp_pa
     st = prepare_store(scene, out, shard_rays=50, progress=False)
     old = json.loads((out / "manifest.json").read_text())
     old.pop("fingerprint_rule")
-    old["fingerprint"] = store_mod._fingerprint_rule_1(scene)
+    old["fingerprint"] = fingerprint_mod.fingerprint_rule_1(scene)
     (out / "manifest.json").write_text(json.dumps(old))
     before = snapshot(out)
     assert store_status(out, scene, shard_rays=50) == "ok"

@@ -181,7 +181,7 @@ def _cmd_train_distributed(args, device: str, cfg) -> int:
             prepare_run_dir(args.output, resume=args.resume, overwrite=args.overwrite,
                             check_only=True)
             if args.resume:  # loads the scene once more, so that every rank stops together
-                from switchnerf.scene.store import scene_fingerprint
+                from switchnerf.scene.fingerprint import scene_fingerprint
                 from switchnerf.train.builder import scene_and_cameras
 
                 scene, _ = scene_and_cameras(Path(args.scene))

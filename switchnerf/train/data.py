@@ -54,7 +54,8 @@ def prepare_training_data(cfg: Config, scene_path: str | Path, store_dir: Path |
     is loaded, before the store is opened or built; it raises to stop (``train --resume``
     checks the run's scene with it).
     """
-    from switchnerf.scene.store import ensure_store, open_store, scene_fingerprint
+    from switchnerf.scene.fingerprint import scene_fingerprint
+    from switchnerf.scene.store import ensure_store, open_store
 
     scene_path = Path(scene_path)
     scene, cameras = builder.scene_and_cameras(scene_path)
