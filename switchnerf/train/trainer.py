@@ -31,7 +31,6 @@ import signal
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,9 +38,10 @@ import torch
 from switchnerf.config import Config
 from switchnerf.errors import SwitchNerfError
 from switchnerf.moe.expert_parallel import dense_parameters, gather_expert_state_dict
-from switchnerf.moe.routing import balance_loss, expert_load
+from switchnerf.moe.routing import balance_loss
 from switchnerf.train.builder import build_optimizer, build_renderer
 from switchnerf.train.checkpoint import (
+    latest_checkpoint,
     load_checkpoint,
     newest_readable_checkpoint,
     save_checkpoint,
@@ -68,75 +68,8 @@ from switchnerf.train.run import (
     write_run_header,
 )
 from switchnerf.train.schedule import lr_factor
+from switchnerf.train.step_stats import StepStats, StepValues
 from switchnerf.train.traffic import ExchangeTraffic
-
-
-@dataclass(frozen=True)
-class StepValues:
-    """One step's statistics on the host (what the metrics log and the progress bar show)."""
-
-    loss: float
-    psnr: float
-    balance: float
-    samples_per_ray: float
-    load: list[float]
-    dropped: int  # samples over an expert's capacity (zero expert features)
-    skipped: bool
-
-
-@dataclass(frozen=True)
-class StepStats:
-    """What one optimisation step measured, left on the training device.
-
-    Building it costs no host sync; :meth:`values` copies it to the host (once), which the
-    loop does only for logged steps. loss, mse, balance: float []; expert_id: int64 [M],
-    the expert of each kept sample; kept: bool [M] (False: dropped by the capacity limit);
-    samples_per_ray: kept samples per ray (a host number); skipped: the loss was not finite.
-    """
-
-    loss: torch.Tensor
-    mse: torch.Tensor
-    balance: torch.Tensor
-    expert_id: torch.Tensor
-    kept: torch.Tensor
-    n_experts: int
-    samples_per_ray: float
-    skipped: bool = False
-    ctx: DistributedContext | None = None
-    n_rays: int = 0
-
-    def values(self) -> StepValues:
-        """The statistics as Python numbers (one device-to-host copy). Distributed: over
-        the global batch (a collective: every rank calls it for the same steps)."""
-        if self.ctx is not None and self.ctx.is_distributed:
-            return self._global_values()
-        load = expert_load(self.expert_id, self.n_experts)  # [E]
-        dropped = (~self.kept).sum()
-        head = torch.stack([self.loss.detach().double(), self.mse.detach().double(),
-                            self.balance.detach().double(), dropped.double()])
-        host = torch.cat([head, load.double()]).tolist()
-        loss, mse, bal, drop = host[:4]
-        return StepValues(loss=loss, psnr=-10 * math.log10(max(mse, 1e-10)), balance=bal,
-                          samples_per_ray=self.samples_per_ray, load=host[4:],
-                          dropped=int(drop), skipped=self.skipped)
-
-    def _global_values(self) -> StepValues:
-        """``values`` of the global batch: loss, mse and balance are global already; the
-        expert load, drops and samples per ray are summed over the ranks."""
-        e = self.n_experts
-        counts = torch.bincount(self.expert_id, minlength=e)[:e].double()  # [E]
-        local = torch.cat([torch.stack([(~self.kept).sum().double(),
-                                        counts.new_tensor(float(self.expert_id.shape[0])),
-                                        counts.new_tensor(float(self.n_rays))]), counts])
-        total = self.ctx.all_reduce_sum(local)
-        head = torch.stack([self.loss.detach().double(), self.mse.detach().double(),
-                            self.balance.detach().double()])
-        host = torch.cat([head, total]).tolist()
-        loss, mse, bal, drop, n_samples, n_rays = host[:6]
-        load = [c / max(n_samples, 1.0) for c in host[6:]]
-        return StepValues(loss=loss, psnr=-10 * math.log10(max(mse, 1e-10)), balance=bal,
-                          samples_per_ray=n_samples / max(n_rays, 1.0), load=load,
-                          dropped=int(drop), skipped=self.skipped)
 
 
 class Trainer:
@@ -347,16 +280,17 @@ class Trainer:
         return stats
 
     def _finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss and the dense parameters' gradients are all finite (one host
-        sync; distributed, every rank's verdict: a non-finite value anywhere skips the
-        step on all ranks)."""
+        """Whether the loss and the dense parameters' gradients are all finite (the step's
+        one host sync; distributed, a non-finite value on any rank skips the step on all)."""
         grads = [p.grad for p in self._checked_params if p.grad is not None]
-        ok = torch.isfinite(loss.detach())
-        if grads:
-            ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+        return self._all_finite([loss.detach(), *grads])
+
+    def _all_finite(self, tensors: list[torch.Tensor]) -> bool:
+        """Whether every value of ``tensors`` is finite on every rank (one fused norm per
+        tensor list; NaN or inf anywhere makes its norm non-finite; one host sync)."""
+        ok = torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all()
         if self.ctx.is_distributed:
-            bad = self.ctx.all_reduce_sum((~ok).float().reshape(1))
-            return bool(bad.item() == 0)
+            return bool(self.ctx.all_reduce_sum((~ok).float().reshape(1)).item() == 0)
         return bool(ok)
 
     def _global_loss(self, rgb, target, samples, use_balance: bool):
@@ -485,8 +419,6 @@ class Trainer:
         limit = self.cfg.train.max_skipped_steps
         if self.consecutive_skips < limit:
             return
-        from switchnerf.train.checkpoint import latest_checkpoint
-
         good = latest_checkpoint(self.run_dir)
         where = f"the last good weights are in {good}" if good else "no checkpoint was written"
         raise SwitchNerfError(
@@ -566,11 +498,7 @@ class Trainer:
 
     def _check_weights_finite(self) -> None:
         """Raise unless every weight of the field (on every rank) is finite."""
-        params = list(self.renderer.field.parameters())
-        ok = torch.isfinite(torch.stack(torch._foreach_norm(params))).all()
-        if self.ctx.is_distributed:
-            ok = self.ctx.all_reduce_sum((~ok).float().reshape(1)).item() == 0
-        if not bool(ok):
+        if not self._all_finite([p.detach() for p in self.renderer.field.parameters()]):
             raise SwitchNerfError(f"{self.run_dir}: the weights became non-finite by step "
                                   f"{self.step}; no checkpoint written (the previous ones "
                                   "hold the last good weights)")
