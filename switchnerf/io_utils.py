@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -114,6 +115,19 @@ def atomic_paths(paths, *, verify=None, allow_empty: bool = False) -> Iterator[l
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         raise
+
+
+_TEMP_NAME = re.compile(r"^\..+\.tmp[.\w]*$")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`_temp_beside` makes (``.<stem>.XXXX.tmp<suffix>``):
+    what an interrupted atomic write leaves behind.
+
+    >>> is_temporary_name(".step_00000006.k2j3.tmp.pt"), is_temporary_name("step_00000006.pt")
+    (True, False)
+    """
+    return _TEMP_NAME.match(name) is not None
 
 
 def _temp_beside(path: Path) -> Path:

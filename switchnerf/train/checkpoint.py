@@ -15,10 +15,9 @@ from typing import Any
 import torch
 
 from switchnerf.errors import SwitchNerfError, one_line
-from switchnerf.io_utils import atomic_path
+from switchnerf.io_utils import atomic_path, is_temporary_name
 
 _STEP_RE = re.compile(r"^step_(\d{8})\.pt$")
-_TEMP_RE = re.compile(r"^\..+\.tmp[.\w]*$")
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -108,7 +107,7 @@ def sweep_temporary_files(run_dir: Path) -> list[Path]:
         if not folder.is_dir():
             continue
         for p in folder.iterdir():
-            if _TEMP_RE.match(p.name) and p.is_file():
+            if is_temporary_name(p.name) and p.is_file():
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
                     removed.append(p)

@@ -49,10 +49,11 @@ def truncate_log(path: Path, step: int) -> int:
     path = Path(path)
     if not path.is_file():
         return 0
-    lines = path.read_text(errors="replace").splitlines()
+    text = path.read_bytes().decode(errors="replace")
+    lines = text.splitlines()
     kept = [line for line in lines
             if (r := _record(line)) is not None and r["step"] <= step]
-    if not lines or (len(kept) == len(lines) and path.read_bytes().endswith(b"\n")):
+    if not lines or (len(kept) == len(lines) and text.endswith("\n")):
         return 0
     write_bytes_atomic(path, "".join(line + "\n" for line in kept).encode())
     return len(lines) - len(kept)
