@@ -101,7 +101,8 @@ def cmd_train(args) -> int:
     trainer = Trainer(cfg, data, args.output, device=device, resume=args.resume)
     viewer = None
     try:
-        _record_scene(args.output, data)
+        if args.resume:
+            _record_scene(args.output, data)
         if args.viewer:
             from switchnerf.cli.view import start_training_viewer
 
@@ -124,8 +125,8 @@ def _resume_scene_check(args):
 
 
 def _record_scene(run_dir: Path, data) -> None:
-    """Record the scene's path and fingerprint in RUN/scene.json once the trainer has
-    started (new) or restored (resumed) the run; say so when a resumed run's path moved."""
+    """Record a resumed run's scene path and fingerprint in RUN/scene.json once the trainer
+    has restored the run (a new run's header records them); say so when the path moved."""
     from switchnerf.train.run import record_run_scene
 
     note = record_run_scene(run_dir, data.scene_path, data.fingerprint)
@@ -199,7 +200,7 @@ def _cmd_train_distributed(args, device: str, cfg) -> int:
                                          progress=False)
         trainer = Trainer(cfg, data, args.output, resume=args.resume, ctx=ctx)
         try:
-            if ctx.is_main:
+            if ctx.is_main and args.resume:
                 _record_scene(args.output, data)
             summary = trainer.train()
         finally:
@@ -276,7 +277,6 @@ def cmd_demo(args) -> int:
     prepare_run_dir(run_dir, resume=False, overwrite=True)  # after every check: it deletes
     trainer = Trainer(cfg, data, run_dir, device=device)
     try:
-        _record_scene(run_dir, data)
         summary = trainer.train()
     finally:
         trainer.close()
