@@ -57,7 +57,7 @@ def test_browser_shows_rendered_background(tmp_path):
                 assert any(s.stats.full_frames for s in list(viewer.sessions.values())), \
                     "the browser never received a full-resolution render"
                 page.wait_for_timeout(1500)  # decode and draw the last image
-                shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"))
+                shot = _shot(page)
             finally:
                 browser.close()
     finally:

@@ -69,13 +69,7 @@ def guard_number(handle, lo: float, hi: float, *, integer: bool = False):
     def read():
         return clamp_number(handle.value, lo, hi, default=default, integer=integer)
 
-    async def clamp(_event) -> None:
-        v = read()
-        if handle.value != v:
-            handle.value = v
-
-    handle.on_update(clamp)
-    return read
+    return _clamp_on_update(handle, read)
 
 
 def guard_choice(handle, options):
@@ -85,13 +79,7 @@ def guard_choice(handle, options):
     def read():
         return clamp_choice(handle.value, options, default=default)
 
-    async def clamp(_event) -> None:
-        v = read()
-        if handle.value != v:
-            handle.value = v
-
-    handle.on_update(clamp)
-    return read
+    return _clamp_on_update(handle, read)
 
 
 def sane_camera(wxyz, position, fov: float, aspect: float):
@@ -131,3 +119,16 @@ def no_auth_warning(host: str) -> str | None:
         return None
     return (f"viewer: warning: listening on {host} with no authentication: anyone who can "
             "reach this port can see the scene, move cameras and render videos")
+
+
+def _clamp_on_update(handle, read):
+    """Register a viser update callback that writes ``read()`` back into ``handle`` when a
+    client sent anything else; returns ``read``."""
+
+    async def clamp(_event) -> None:
+        v = read()
+        if handle.value != v:
+            handle.value = v
+
+    handle.on_update(clamp)
+    return read
