@@ -78,7 +78,10 @@ info = {'with_cuda': bool(m.with_cuda), 'build_or_load_s': time.perf_counter() -
 open('$OUT/build.json', 'w').write(json.dumps(info) + '\n')
 print(info)
 sys.exit(0 if (m.with_cuda or '$DRY' == '1') else 1)"
-stage tests 150 "$PY" -m pytest -q -rs "${TEST_FILTER[@]}" -p no:cacheprovider tests \
+# A machine without the optional packages (viser, nerfacc) fails to collect the modules that
+# import them; the CUDA tests live elsewhere, so collection errors do not stop the stage.
+stage tests 150 "$PY" -m pytest -q -rs "${TEST_FILTER[@]}" -p no:cacheprovider \
+  --continue-on-collection-errors tests \
   --junitxml="$OUT/tests.xml"
 stage kernels 90 "$PY" bench/kernels.py --out "$OUT/kernels.json" "${KERNEL_ARGS[@]}"
 stage step 60 "$PY" bench/device_step.py --device "$DEVICE" --out "$OUT/device_step.json" \
