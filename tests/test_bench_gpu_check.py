@@ -52,3 +52,19 @@ def test_device_step_quick_on_cpu(tmp_path):
     assert step["samples_per_step"] > step["rays_per_step"]  # the all-occupied grid is marched
     assert step["rays_per_s"] > 0 and res["encode_alone"]["points_per_s"] > 0
     assert res["render"]["size"] == [16, 12] and res["render"]["samples_per_ray"] > 0
+
+
+def test_cuda_step_profile_runs_on_cpu(tiny_scene, tmp_path):
+    out = tmp_path / "profile.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "cuda_step_profile.py"),
+                           "--device", "cpu", "--scene", str(tiny_scene), "--rays", "64,128",
+                           "--warmup", "2", "--steps", "2", "--profile-steps", "1",
+                           "--configs", "configs/cpu-demo.yaml", "--out", str(out)],
+                          env=_env(), check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert [r["rays_per_step"] for r in res["sweep"]] == [64, 128]
+    assert all(r["ms_per_step"] > 0 and r["samples_per_ray"] > 0 for r in res["sweep"])
+    prof = res["profiles"][0]
+    assert prof["wall_ms_per_step"] > 0 and prof["by_host_time"]
+    assert "| op | calls/step |" in proc.stdout

@@ -147,6 +147,23 @@ def test_a_failed_video_write_keeps_the_earlier_video(tiny_run, tmp_path, capsys
     assert snapshot(out.parent) == before  # video and sidecar unchanged, no temporary file
 
 
+def test_no_video_encoder_is_one_line_before_any_frame(tiny_run, tmp_path, capsys, monkeypatch):
+    """Without imageio-ffmpeg, imageio would pick another plugin and fail mid-video."""
+    import importlib.util
+
+    out = tmp_path / "out" / "orbit.mp4"
+    argv = ["render", str(tiny_run.run_dir), "--path", "orbit", "--output", str(out), *TINY_RENDER]
+    assert main(argv) == 0
+    capsys.readouterr()
+    before = snapshot(out.parent)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "imageio_ffmpeg" else real(name, *a))
+    rc = main(argv + ["--tilt", "40"])
+    one_line_error(rc, capsys, str(out), "needs the imageio-ffmpeg package")
+    assert snapshot(out.parent) == before
+
+
 # ------------------------------------------------------------------ full disk: other writers
 def _half_writes(monkeypatch):
     """Path.write_bytes writes only half its data and reports success (a lying disk)."""

@@ -264,12 +264,16 @@ def cmd_demo(args) -> int:
     from switchnerf.train.data import prepare_training_data
     from switchnerf.train.run import prepare_run_dir
     from switchnerf.train.trainer import Trainer
+    from switchnerf.video.video_job import missing_video_encoder
 
     t0 = time.perf_counter()
     device = resolve_device(args.device)
     cfg = load_config(args.config, args.set)
     scene_path = Path(args.scene)
     print(f"[demo] scene {scene_path}")
+    no_video = missing_video_encoder()
+    if no_video is not None:
+        print(f"[demo] warning: no orbit video at the end: {no_video}")
     ensure_synth_scene(scene_path)
     t_scene = time.perf_counter() - t0
     run_dir = Path(args.output) / "run"
@@ -286,7 +290,8 @@ def cmd_demo(args) -> int:
     t_eval = time.perf_counter() - t0 - t_scene - t_train
     print(f"[demo] held-out PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} "
           f"({result['protocol']}, {len(result['images'])} images)")
-    video = demo_video(run_dir, Path(args.output) / "orbit.mp4", device=device)
+    video = (demo_video(run_dir, Path(args.output) / "orbit.mp4", device=device)
+             if no_video is None else "not written (no video encoder)")
     total = time.perf_counter() - t0
     print(f"[demo] finished in {total:.0f} s (scene {t_scene:.0f}, train {t_train:.0f}, "
           f"eval {t_eval:.0f}, video {total - t_scene - t_train - t_eval:.0f})")

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from switchnerf.ops.counts import counts_per_id
+
 
 def top1(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-1 expert of each point.
@@ -55,7 +57,7 @@ def balance_loss(probs: torch.Tensor, expert_id: torch.Tensor) -> torch.Tensor:
     m, e = probs.shape
     if m == 0:
         return probs.sum() * 0.0
-    f = torch.bincount(expert_id, minlength=e).to(probs.dtype) / m
+    f = counts_per_id(expert_id, e).to(probs.dtype) / m
     p = probs.mean(dim=0)
     return e * torch.sum(f * p)
 
@@ -78,7 +80,7 @@ def sort_into_segments(expert_id: torch.Tensor, n_experts: int) -> SegmentLayout
     ([1, 3, 0, 2], [1, 1, 2], [0, 1, 2])
     """
     perm = torch.sort(expert_id, stable=True).indices
-    counts = torch.bincount(expert_id, minlength=n_experts)
+    counts = counts_per_id(expert_id, n_experts)
     offsets = torch.cumsum(counts, 0) - counts
     return SegmentLayout(perm, counts, offsets)
 
@@ -108,5 +110,5 @@ def capacity_keep_mask(expert_id: torch.Tensor, gate_value: torch.Tensor, n_expe
 
 def expert_load(expert_id: torch.Tensor, n_experts: int) -> torch.Tensor:
     """Fraction of points per expert, float32 [E] (zeros for M = 0)."""
-    counts = torch.bincount(expert_id, minlength=n_experts).float()
+    counts = counts_per_id(expert_id, n_experts).float()
     return counts / counts.sum().clamp_min(1.0)

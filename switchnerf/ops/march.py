@@ -17,12 +17,14 @@ to the last cell, points outside [0, 1]^3 to none.
 
 from __future__ import annotations
 
+import bisect
+
 import torch
 from torch import Tensor
 
 from switchnerf.ops import load_native
 from switchnerf.ops._checks import cpu_only, float32_contiguous
-from switchnerf.ops.render_weights import packed_info
+from switchnerf.ops.counts import select_where
 
 __all__ = ["cell_ids", "march_native", "march_torch", "ray_box_intersect"]
 
@@ -98,18 +100,21 @@ def march_torch(origins: Tensor, dirs: Tensor, base: Tensor, far: Tensor, binary
     counts = (k_end - k_min).clamp(min=0).long()  # [N] candidate steps per ray
     k_min = k_min.long()
     cum = counts.cumsum(0)  # [N]
+    cum_host = cum.tolist()  # the chunk bounds are planned on the host: one sync
 
     out_r, out_s, out_e = [], [], []
     start = 0
     while start < n:
-        before = int(cum[start - 1]) if start > 0 else 0
-        end = int(torch.searchsorted(cum, before + chunk_samples, right=True))
+        before = cum_host[start - 1] if start > 0 else 0
+        end = bisect.bisect_right(cum_host, before + chunk_samples)
         end = min(max(end, start + 1), n)
-        cnt = counts[start:end]
-        total = int(cum[end - 1]) - before
+        total = cum_host[end - 1] - before
         if total > 0:
-            local = torch.repeat_interleave(torch.arange(start, end, device=dev), cnt)  # [S]
-            offs = torch.arange(total, device=dev) - (cum[local] - counts[local] - before)
+            cnt = counts[start:end]
+            local = torch.repeat_interleave(torch.arange(start, end, device=dev), cnt,
+                                            output_size=total)  # [S]
+            first = cum[local] - counts[local] - before  # [S] the ray's first candidate
+            offs = torch.arange(total, device=dev) - first
             k = (k_min[local] + offs).double()
             ts64 = b64[local] + k * step_size
             ts = ts64.float()
@@ -118,19 +123,22 @@ def march_torch(origins: Tensor, dirs: Tensor, base: Tensor, far: Tensor, binary
             pts = origins[local] + mid[:, None] * dirs[local]  # [S, 3] unit frame
             ids, inside = cell_ids(pts, tuple(binary.shape))
             keep = flat[ids] & inside
-            out_r.append(local[keep])
-            out_s.append(ts[keep])
-            out_e.append(te[keep])
+            if max_samples is not None:  # only the first max_samples kept samples of a ray
+                kept_incl = keep.long().cumsum(0)  # [S]
+                kept_before_ray = torch.where(first > 0, kept_incl[(first - 1).clamp(min=0)],
+                                              0)
+                keep &= kept_incl - kept_before_ray <= max_samples
+            r, t_s, t_e = select_where(keep, local, ts, te)  # one sync per chunk
+            out_r.append(r)
+            out_s.append(t_s)
+            out_e.append(t_e)
         start = end
     if not out_r:
         empty = torch.zeros(0, device=dev)
         return torch.zeros(0, dtype=torch.int64, device=dev), empty, empty.clone()
+    if len(out_r) == 1:
+        return out_r[0], out_s[0], out_e[0]
     ray_indices, t_starts, t_ends = torch.cat(out_r), torch.cat(out_s), torch.cat(out_e)
-    if max_samples is not None:
-        starts, _ = packed_info(ray_indices, n)
-        rank = torch.arange(ray_indices.shape[0], device=dev)
-        keep = rank - starts[ray_indices] < max_samples
-        ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
     return ray_indices, t_starts, t_ends
 
 

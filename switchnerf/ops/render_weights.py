@@ -21,6 +21,7 @@ from torch.autograd.function import once_differentiable
 
 from switchnerf.ops import load_native
 from switchnerf.ops._checks import cpu_only, float32_contiguous
+from switchnerf.ops.counts import counts_per_id
 
 __all__ = [
     "exclusive_sum_per_ray",
@@ -46,7 +47,7 @@ def packed_info(ray_indices: Tensor, n_rays: int) -> tuple[Tensor, Tensor]:
     >>> packed_info(torch.tensor([0, 0, 2, 2, 2]), 4)
     (tensor([0, 2, 2, 5]), tensor([2, 0, 3, 0]))
     """
-    counts = torch.bincount(ray_indices, minlength=n_rays)[:n_rays]  # [N]
+    counts = counts_per_id(ray_indices, n_rays)  # [N]
     starts = counts.cumsum(0) - counts  # [N]
     return starts, counts
 

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from switchnerf.ops import native_available
+from switchnerf.ops.counts import select_where
 from switchnerf.ops.march import march_native, march_torch, ray_box_intersect
 from switchnerf.ops.render_weights import packed_info, render_weights
 
@@ -212,5 +213,5 @@ def prune_invisible(ray_indices: Tensor, t_starts: Tensor, t_ends: Tensor, n_ray
         keep = trans >= early_stop_eps
         if alpha_thre > 0:
             keep &= alphas >= alpha_thre
-        ray_indices, t_starts, t_ends = ray_indices[keep], t_starts[keep], t_ends[keep]
+        ray_indices, t_starts, t_ends = select_where(keep, ray_indices, t_starts, t_ends)
     return PackedSamples.from_indices(ray_indices, t_starts, t_ends, n_rays)

@@ -83,6 +83,17 @@ def estimate_depth_range(renderer: Renderer, path: CameraPath, *, samples: int =
     return (float(near), float(far)) if far > near else (float(near), float(near) + 1.0)
 
 
+def missing_video_encoder() -> str | None:
+    """Why H.264 video cannot be written here (imageio's ffmpeg plugin needs the
+    imageio-ffmpeg package), or None when it can."""
+    import importlib.util
+
+    if importlib.util.find_spec("imageio_ffmpeg") is None:
+        return ("writing video needs the imageio-ffmpeg package, which is not installed "
+                "(pip install imageio-ffmpeg)")
+    return None
+
+
 def write_video(frames_iter: Iterable[np.ndarray], path: Path, fps: float) -> Path:
     """Stream uint8 frames [H, W, 3] (H, W even) to H.264 video; written under a temporary
     name and renamed only once ffmpeg reads the new file back with every frame encoded, so
@@ -93,9 +104,12 @@ def write_video(frames_iter: Iterable[np.ndarray], path: Path, fps: float) -> Pa
     from switchnerf.io_utils import atomic_path
 
     path = Path(path)
+    why = missing_video_encoder()
+    if why is not None:
+        raise SwitchNerfError(f"{path}: {why}")
     encoded = [0]
     with atomic_path(path, verify=lambda tmp: _check_video(tmp, encoded[0])) as tmp:
-        writer = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1,
+        writer = imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=1,
                                     pixelformat="yuv420p", ffmpeg_log_level="error")
         try:
             for frame in frames_iter:
