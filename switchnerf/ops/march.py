@@ -18,6 +18,7 @@ to the last cell, points outside [0, 1]^3 to none.
 from __future__ import annotations
 
 import bisect
+import functools
 
 import torch
 from torch import Tensor
@@ -31,6 +32,16 @@ __all__ = ["cell_ids", "march_native", "march_torch", "ray_box_intersect"]
 Samples = tuple[Tensor, Tensor, Tensor]  # ray_indices int64 [M], t_starts, t_ends float32 [M]
 
 
+@functools.lru_cache(maxsize=16)
+def _grid_constants(resolution: tuple[int, int, int], dtype: torch.dtype, device: torch.device
+                    ) -> tuple[Tensor, Tensor]:
+    """The resolution [3] (``dtype``) and the largest cell index [3] (int64) on ``device``,
+    made once (a host-to-device copy waits for the device)."""
+    res = torch.tensor(resolution, dtype=dtype, device=device)
+    hi = torch.tensor([r - 1 for r in resolution], device=device)
+    return res, hi
+
+
 def cell_ids(points_unit: Tensor, resolution: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
     """Flat cell index int64 [M] of unit-frame points [M, 3] in a grid of ``resolution``
     cells per axis, and whether each point lies in the closed cube [0, 1]^3 (bool [M]);
@@ -41,9 +52,8 @@ def cell_ids(points_unit: Tensor, resolution: tuple[int, int, int]) -> tuple[Ten
     """
     r0, r1, r2 = resolution
     inside = ((points_unit >= 0) & (points_unit <= 1)).all(-1)  # [M]
-    res = torch.tensor(resolution, dtype=points_unit.dtype, device=points_unit.device)
+    res, hi = _grid_constants(tuple(resolution), points_unit.dtype, points_unit.device)
     ijk = torch.floor(points_unit * res).long()  # [M, 3]
-    hi = torch.tensor([r0 - 1, r1 - 1, r2 - 1], device=points_unit.device)
     ijk = torch.minimum(ijk.clamp(min=0), hi)
     return (ijk[:, 0] * r1 + ijk[:, 1]) * r2 + ijk[:, 2], inside
 
