@@ -20,11 +20,13 @@ method, so that a change of machine load touches the methods alike. A run trains
 ``Trainer.train`` for ``--seconds`` of training time. Evaluation does not count: the
 bench's step callback keeps the clock, evaluates every ``--eval-every`` seconds of
 training on ``--eval-images`` val images, and asks the trainer to stop once the time is
-spent (``train.time_budget_s`` is switched off: its wall clock would count evaluation
-too). The config's ``train.max_steps`` ends a run first if reached: cpu-demo's schedule
-(7000 steps, the learning rate decaying to a tenth) is kept, so on minicity the methods
-finish it before 660 s, and the curves and time-to-PSNR compare them at equal time
-(``--set train.max_steps=N`` for a longer schedule). Checkpoints are written only at the
+spent (``train.time_budget_s`` is ``--seconds`` too, and the trainer's clock is paused
+while the bench evaluates, so the learning rate's time share, where the preset decays
+with time, follows the same training time). The config's ``train.max_steps`` ends a run
+first if reached: cpu-demo's schedule (28000 steps, the learning rate decaying to a tenth
+by the larger of the steps' and the time's share) is kept, and the curves and
+time-to-PSNR compare the methods at equal time (``--set train.max_steps=N`` for another
+schedule). Checkpoints are written only at the
 end, outside the clock. Every evaluation is appended to the run's metrics.jsonl as a row
 with ``train_s`` and ``eval_psnr``; the curve and time-to-PSNR are read back from there.
 The held-out figures come from a final evaluation on every val image.
@@ -88,9 +90,10 @@ METHOD_NOTES = {
 SCENES = {"minicity": ROOT / "scenes" / "minicity.yaml",
           "midcity": ROOT / "scenes" / "midcity.yaml"}
 
-BENCH_SETS = ["train.eval_every=0", "train.time_budget_s=null",
-              "train.checkpoint_every=1000000000", "train.keep_last=1"]
-"""Every run: the bench evaluates and keeps the time; one checkpoint, at the end."""
+BENCH_SETS = ["train.eval_every=0", "train.checkpoint_every=1000000000", "train.keep_last=1"]
+"""Every run: the bench evaluates (outside the trainer's clock); one checkpoint, at the end;
+``train.time_budget_s`` is set to ``--seconds`` (the learning rate's time share follows it
+where the preset decays with time)."""
 
 SMOKE_SCENE = "tinymidcity"
 SMOKE = {"seconds": 2.0, "eval_every": 0.75, "eval_images": 2, "thresholds": "10,12",
@@ -219,7 +222,8 @@ class TrainClock:
             self.stopped = True
             trainer.request_stop()
         elif self.train_s >= self.next_eval:
-            self.evaluate(self.train_s)
+            with trainer.clock_paused():  # the trainer's clock (time budget, schedule) too
+                self.evaluate(self.train_s)
             while self.next_eval <= self.train_s:
                 self.next_eval += self.eval_every
         self._mark = self.clock()
@@ -435,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--methods: unknown {unknown} (known: {', '.join(METHODS)})")
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     thresholds = [float(t) for t in str(args.thresholds).split(",") if t.strip()]
-    sets = BENCH_SETS + list(args.set)
+    sets = BENCH_SETS + [f"train.time_budget_s={args.seconds}"] + list(args.set)
     configs = {m: method_config(m, sets) for m in methods}
 
     from switchnerf.ops import backend_name

@@ -300,6 +300,10 @@ class OptimConfig(_Section):
     weight_decay_mlps: float = setting(1e-6, at_least(0.0))
     warmup_steps: int = setting(100, at_least(0))
     final_lr_factor: float = setting(0.1, above(0.0))  # lr at max_steps relative to the start
+    # with train.time_budget_s: the decay's progress is the larger of the steps' and the
+    # budget's share spent, so a run the budget stops still ends at the final rate (and a
+    # run is no longer bit-reproducible once the clock leads)
+    decay_with_time: bool = False
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ its training clock, agreement with switchnerf's evaluation, and the --smoke run 
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import importlib.util
 import json
@@ -89,10 +91,11 @@ def test_method_structures():
     assert written == [f"model.experts.hashmap_size={solved}"]
 
 
-def test_bench_sets_switch_off_the_trainers_own_eval_and_budget():
-    cfg, _ = F.method_config("switchnerf++", F.BENCH_SETS)
-    assert cfg.train.eval_every == 0 and cfg.train.time_budget_s is None
+def test_bench_sets_switch_off_the_trainers_own_eval_and_set_the_budget():
+    cfg, _ = F.method_config("switchnerf++", F.BENCH_SETS + ["train.time_budget_s=123"])
+    assert cfg.train.eval_every == 0 and cfg.train.time_budget_s == 123
     assert cfg.train.checkpoint_every >= 10**9
+    assert cfg.optim.decay_with_time  # the preset's rate follows the bench's training time
 
 
 def test_train_clock_excludes_evaluation_and_stops():
@@ -104,8 +107,15 @@ def test_train_clock_excludes_evaluation_and_stops():
         now[0] += 5.0  # evaluating takes 5 s of wall time
 
     clock = F.TrainClock(2.0, 0.5, evaluate, clock=lambda: now[0])
-    trainer = SimpleNamespace(stopped=False)
+    trainer = SimpleNamespace(stopped=False, paused=0)
     trainer.request_stop = lambda: setattr(trainer, "stopped", True)
+
+    @contextlib.contextmanager
+    def clock_paused():
+        trainer.paused += 1
+        yield
+
+    trainer.clock_paused = clock_paused
     steps = 0
     while not trainer.stopped:
         now[0] += 0.25  # one training step
@@ -114,6 +124,7 @@ def test_train_clock_excludes_evaluation_and_stops():
     # the wall clock ran 8 x 0.25 s of steps and 3 x 5 s of evaluation
     assert evals == [0.5, 1.0, 1.5]
     assert steps == 8 and clock.train_s == 2.0 and clock.stopped and now[0] == 17.0
+    assert trainer.paused == 3  # every evaluation stopped the trainer's own clock too
     never = F.TrainClock(1.0, 0.0, evaluate, clock=lambda: now[0])
     evals.clear()
     for _ in range(3):

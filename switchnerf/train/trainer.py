@@ -118,6 +118,8 @@ class Trainer:
         self.skipped_steps = 0
         self.consecutive_skips = 0
         self.elapsed_before = 0.0  # training seconds of earlier sessions of this run
+        # training seconds as every rank agrees (the learning rate's time share follows it)
+        self._agreed_elapsed_s = 0.0
         self._clock_start: float | None = None
         tables = {id(p) for p in self.renderer.field.table_parameters()}
         self._checked_params = [p for p in self.renderer.field.parameters()
@@ -201,7 +203,7 @@ class Trainer:
         self.step = int(state["step"])
         self.best_psnr = float(state["best_psnr"])
         self.skipped_steps = int(state["skipped_steps"])
-        self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        self.elapsed_before = self._agreed_elapsed_s = float(state.get("elapsed_s", 0.0))
         if self.ctx.is_main:
             write_run_config(self.run_dir, self.cfg)  # a new max_steps or time budget
             truncate_log(self.run_dir / LOG_FILE, self.step)  # these steps are trained again
@@ -209,8 +211,10 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def _set_lr(self) -> None:
         o, t = self.cfg.optim, self.cfg.train
+        spent = (self._agreed_elapsed_s / t.time_budget_s
+                 if o.decay_with_time and t.time_budget_s is not None else 0.0)
         f = lr_factor(self.step, warmup_steps=o.warmup_steps, max_steps=t.max_steps,
-                      final_factor=o.final_lr_factor)
+                      final_factor=o.final_lr_factor, time_fraction=spent)
         self.optimizer.param_groups[0]["lr"] = o.lr_tables * f
         self.optimizer.param_groups[1]["lr"] = o.lr_mlps * f
 
@@ -393,6 +397,17 @@ class Trainer:
                 "interrupted": self._stop_requested, "skipped_steps": self.skipped_steps,
                 "last_train_psnr": None if values is None else values.psnr}
 
+    @contextmanager
+    def clock_paused(self):
+        """Time spent inside is not training time (the time budget and a time-decayed
+        learning rate ignore it): for a caller's own evaluation between steps."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._clock_start is not None:
+                self._clock_start += time.perf_counter() - t0
+
     @property
     def elapsed_s(self) -> float:
         """Training seconds of this run so far, over every resume (wall clock while
@@ -431,12 +446,16 @@ class Trainer:
         """A stop request or the time budget (the run's training time over every resume);
         distributed, any rank's (one all-reduce)."""
         budget = self.cfg.train.time_budget_s
-        over = budget is not None and self.elapsed_s > budget
+        elapsed = self.elapsed_s
+        over = budget is not None and elapsed > budget
         if not self.ctx.is_distributed:
+            self._agreed_elapsed_s = elapsed
             return self._stop_requested or over
-        flags = self.ctx.all_reduce_sum(torch.tensor([float(self._stop_requested), float(over)],
-                                                     device=self.device))
-        asked, over = flags.tolist()
+        flags = self.ctx.all_reduce_sum(torch.tensor(
+            [float(self._stop_requested), float(over), elapsed], dtype=torch.float64,
+            device=self.device))
+        asked, over, elapsed_sum = flags.tolist()
+        self._agreed_elapsed_s = elapsed_sum / self.ctx.world_size  # one value on every rank
         if asked > 0:
             self._stop_requested = True
         return asked > 0 or over > 0
