@@ -32,18 +32,17 @@ def meta_field(cfg: Config):
 def matched_hashmap_size(reference: Config, cfg: Config) -> int:
     """``model.experts.hashmap_size`` that gives ``cfg``'s field the trainable parameter
     count nearest to ``reference``'s (rows per hashed level of every expert; the rest of
-    the field, MLPs, gate, appearance and background, stays as ``cfg`` makes it)."""
-    from switchnerf.encoding.experts import geometric_expert_specs
+    the field, MLPs, gate, shared grid, appearance and background, stays as ``cfg`` makes
+    it)."""
+    from switchnerf.model.grids import expert_levels, expert_specs
     from switchnerf.ops.hash_levels import solve_hashmap_size
 
     target = parameter_counts(meta_field(reference))["total"]
     field = meta_field(cfg)
     rest = parameter_counts(field)["total"] - field.experts.params.numel()
     ex = cfg.model.experts
-    specs = geometric_expert_specs(
-        ex.n_experts, base_resolution=ex.base_resolution, finest_resolution=ex.finest_resolution,
-        coarsest_fraction=ex.coarsest_fraction, log2_hashmap_size=ex.log2_hashmap_size)
-    return solve_hashmap_size(specs, ex.n_levels, (target - rest) // ex.n_features_per_level)
+    return solve_hashmap_size(expert_specs(ex), expert_levels(ex),
+                              (target - rest) // ex.n_features_per_level)
 
 
 def eval_indices(n_val: int, count: int) -> list[int]:

@@ -12,8 +12,11 @@ held-out PSNR against training time.
 Methods (``METHODS``): configs/cpu-demo.yaml (switchnerf++ as the demo trains it) plus only
 the overrides that make the method, and the table size ``model.experts.hashmap_size``
 solved when the bench starts so that the method's trainable parameter count (tables, MLPs,
-gate, appearance, background) equals switchnerf++'s to within half a table row per hashed
-level (as tests/test_presets_params.py checks for bench/train.py's methods).
+gate, shared grid, appearance, background) equals switchnerf++'s to within half a table row
+per hashed level (as tests/test_presets_params.py checks for bench/train.py's methods).
+``--set`` applies to every method first, the method's own overrides after it; a shared
+coarse grid (``--set model.experts.shared_levels=S``) is switchnerf++'s alone: the baselines
+keep their architecture (``NO_SHARED``) and are sized to its parameter count.
 
 Protocol: runs go one after another in this process: for each scene, for each seed, every
 method, so that a change of machine load touches the methods alike. A run trains with
@@ -70,15 +73,20 @@ from switchnerf.io_utils import write_json_atomic
 
 CPU_BASE = ROOT / "configs" / "cpu-demo.yaml"
 
+NO_SHARED = "model.experts.shared_levels=0"
+"""The baselines never have switchnerf++'s shared coarse grid (``model.experts.shared_levels``):
+their architecture stays as it is whatever switchnerf++ uses; they get its parameter count."""
+
 METHODS: dict[str, list[str]] = {
     "switchnerf++": [],
-    "moe-homogeneous": ["model.experts.coarsest_fraction=1.0"],
+    "moe-homogeneous": ["model.experts.coarsest_fraction=1.0", NO_SHARED],
     "fixed-grid-homogeneous": ["model.routing.kind=fixed", "model.routing.fixed_grid=[2, 4]",
-                               "model.experts.coarsest_fraction=1.0"],
+                               "model.experts.coarsest_fraction=1.0", NO_SHARED],
     "single-grid": ["model.experts.n_experts=1", "model.experts.coarsest_fraction=1.0",
-                    "model.routing.kind=single"],
+                    "model.routing.kind=single", NO_SHARED],
 }
-"""--set overrides of configs/cpu-demo.yaml that make each method (before its table size)."""
+"""--set overrides of configs/cpu-demo.yaml that make each method (before its table size),
+applied after the bench's and the command line's ``--set``: what makes a method wins."""
 
 METHOD_NOTES = {
     "switchnerf++": "learned hash gate, 8 heterogeneous experts",
@@ -110,14 +118,16 @@ LOG_KEYS = {"step", "time_s", "loss", "psnr", "balance", "rays_per_s", "samples_
 
 def method_config(method: str, sets: Sequence[str]) -> tuple[Config, list[str]]:
     """The config of ``method`` at switchnerf++'s parameter count, and the overrides of
-    configs/cpu-demo.yaml that make it (``sets`` apply to every method, last)."""
+    configs/cpu-demo.yaml that make it: ``load_config(CPU_BASE, sets + overrides)``
+    (``sets`` apply to every method, switchnerf++ included; then the method's structure
+    and its solved table size)."""
     reference = load_config(CPU_BASE, list(sets))
     structure = METHODS[method]
     if not structure:
         return reference, []
-    size = matched_hashmap_size(reference, load_config(CPU_BASE, structure + list(sets)))
+    size = matched_hashmap_size(reference, load_config(CPU_BASE, list(sets) + structure))
     overrides = structure + [f"model.experts.hashmap_size={size}"]
-    return load_config(CPU_BASE, overrides + list(sets)), overrides
+    return load_config(CPU_BASE, list(sets) + overrides), overrides
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -419,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="val images per periodic evaluation, spread evenly (0: all)")
     ap.add_argument("--thresholds", default="26,28,30", help="PSNR thresholds (dB)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra override for every method, e.g. --set train.max_steps=20000")
+                    help="extra override for every method (before the method's own), "
+                         "e.g. --set train.max_steps=20000")
     ap.add_argument("--out", type=Path, default=None,
                     help="JSON (default bench/results/fidelity.json; the PNG beside it)")
     ap.add_argument("--runs", type=Path, default=None,
@@ -457,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         for scene_name, scene_path in scenes.items():
             for seed in seeds:
                 for m in methods:
-                    cfg = load_config(CPU_BASE, configs[m][1] + sets + [f"train.seed={seed}"])
+                    cfg = load_config(CPU_BASE, sets + configs[m][1] + [f"train.seed={seed}"])
                     run_dir = workdir / scene_name / f"seed{seed}" / m
                     if run_dir.exists():
                         shutil.rmtree(run_dir)

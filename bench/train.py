@@ -7,9 +7,9 @@ fixed-grid at equal parameter count. Prints a markdown table and writes JSON.
                           [--out bench/results/train.json]
 
 CPU scaling: every method starts from configs/cpu-demo.yaml (which is switchnerf++ scaled to
-2 CPU cores: 512 rays/step, occupancy threshold 0.05, 2^15-row expert tables, ...) and
-changes only what makes it that method (``CPU_METHODS``): the routing, the expert count and
-the table size solved so that its trainable parameter count (tables, MLPs, gate, appearance,
+2 CPU cores: 512 rays/step, occupancy threshold 0.05, a shared coarse grid under the
+experts, ...) and changes only what makes it that method (``CPU_METHODS``): the routing, the
+expert count, no shared grid for the baselines, and the table size solved so that its trainable parameter count (tables, MLPs, gate, appearance,
 background) equals switchnerf++'s (tests/test_presets_params.py checks it).
 
 The methods are trained one after another for ``--seconds`` of training time each (the
@@ -47,13 +47,17 @@ CPU_BASE = ROOT / "configs" / "cpu-demo.yaml"
 
 CPU_METHODS: dict[str, list[str]] = {
     "switchnerf++": [],
-    # configs/single-grid.yaml's structure; 309993 rows per hashed level (~2^18.24).
+    # configs/single-grid.yaml's structure (no shared coarse grid: the single grid spans
+    # every level); 309993 rows per hashed level (~2^18.24).
     "single-grid": ["model.experts.n_experts=1", "model.experts.coarsest_fraction=1.0",
-                    "model.routing.kind=single", "model.experts.hashmap_size=309993"],
-    # configs/fixed-grid.yaml's structure (homogeneous experts); the gate's parameters go to
-    # the tables (2^15 - 1172 rows per hashed level, within 32 parameters of switchnerf++).
+                    "model.routing.kind=single", "model.experts.shared_levels=0",
+                    "model.experts.hashmap_size=309993"],
+    # configs/fixed-grid.yaml's structure (homogeneous experts, no shared grid); the gate's
+    # parameters go to the tables (2^15 - 1172 rows per hashed level, within 32 parameters
+    # of switchnerf++).
     "fixed-grid": ["model.routing.kind=fixed", "model.routing.fixed_grid=[2, 4]",
-                   "model.experts.coarsest_fraction=1.0", "model.experts.hashmap_size=31596"],
+                   "model.experts.coarsest_fraction=1.0", "model.experts.shared_levels=0",
+                   "model.experts.hashmap_size=31596"],
 }
 """--set overrides of configs/cpu-demo.yaml that make each method at equal parameter count."""
 

@@ -182,6 +182,13 @@ class ExpertsConfig(_Section):
     (any integer in [8, 2**31 - 1]; the hash is then reduced modulo the size) lets the
     baselines in configs/ match switchnerf++ (values solved with
     ``switchnerf.ops.hash_levels.solve_hashmap_size``, checked by tests/test_presets_params.py).
+
+    With ``shared_levels`` S > 0 the coarse levels are not the experts' own: one shared hash
+    grid of S levels (``shared_log2_hashmap_size``) from ``base_resolution`` up to one growth
+    step below ``split_resolution`` encodes every point, and each expert spends its
+    ``n_levels - S`` levels from ``split_resolution`` to its finest resolution
+    (``switchnerf.model.grids``). The head sees ``n_levels * n_features_per_level`` features
+    either way: the shared grid's, then the gate-scaled expert's.
     """
 
     n_experts: int = setting(8, at_least(1))
@@ -193,6 +200,34 @@ class ExpertsConfig(_Section):
     base_resolution: int = setting(16, at_least(1))
     finest_resolution: int = setting(8192, at_least(1))
     coarsest_fraction: float = setting(0.125, above(0.0))
+    # Shared coarse grid (a shared expert, as in DeepSeek-MoE): every point is also encoded
+    # by one hash grid of shared_levels levels, growing geometrically from base_resolution
+    # toward split_resolution (one growth step below it), and the experts' levels start at
+    # split_resolution. n_levels counts both: each expert has n_levels - shared_levels.
+    # 0: no shared grid (split_resolution and shared_log2_hashmap_size are unused).
+    shared_levels: int = setting(0, at_least(0))
+    split_resolution: int = setting(64, at_least(2))
+    shared_log2_hashmap_size: int = setting(19, LOG2_HASHMAP)
+
+    def _check(self) -> None:
+        s = self.shared_levels
+        if s == 0:
+            return
+        if s >= self.n_levels:
+            raise ConfigFieldError("ExpertsConfig", "shared_levels",
+                                   f"must be < n_levels ({self.n_levels}): every expert keeps "
+                                   f"at least one level, got {s}")
+        if self.split_resolution <= self.base_resolution:
+            raise ConfigFieldError("ExpertsConfig", "split_resolution",
+                                   f"must be > base_resolution ({self.base_resolution}) with "
+                                   f"shared levels, got {self.split_resolution}")
+        coarsest = (self.finest_resolution if self.n_experts == 1 else
+                    min(self.finest_resolution,
+                        round(self.finest_resolution * self.coarsest_fraction)))
+        if self.split_resolution > coarsest:
+            raise ConfigFieldError("ExpertsConfig", "split_resolution",
+                                   f"must be <= the coarsest expert's finest resolution "
+                                   f"({coarsest}), got {self.split_resolution}")
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,54 @@ def test_method_structures():
     assert written == [f"model.experts.hashmap_size={solved}"]
 
 
+SHARED_SETS = ["model.experts.shared_levels=4", "model.experts.split_resolution=64",
+               "model.experts.shared_log2_hashmap_size=18"]
+
+
+@pytest.mark.parametrize("method", [m for m in F.METHODS if m != "switchnerf++"])
+def test_baselines_keep_their_architecture_when_switchnerf_has_shared_levels(method):
+    """A shared coarse grid is switchnerf++'s alone: a baseline is built as without it and
+    sized to switchnerf++'s parameter count (shared table included); a --set table size
+    does not override the solved one."""
+    sets = F.BENCH_SETS + SHARED_SETS + ["model.experts.hashmap_size=1000"]
+    reference, none = F.method_config("switchnerf++", sets)
+    assert none == [] and reference.model.experts.shared_levels == 4
+    plain, _ = F.method_config(method, F.BENCH_SETS)
+    cfg, overrides = F.method_config(method, sets)
+    assert F.NO_SHARED in overrides and cfg.model.experts.shared_levels == 0
+    keys = ("n_experts", "n_levels", "n_features_per_level", "base_resolution",
+            "finest_resolution", "coarsest_fraction")
+    assert ([getattr(cfg.model.experts, k) for k in keys]
+            == [getattr(plain.model.experts, k) for k in keys])
+    assert cfg.model.routing == plain.model.routing
+    target = COMMON.parameter_counts(COMMON.meta_field(reference))["total"]
+    field = COMMON.meta_field(cfg)
+    assert field.shared is None
+    got = COMMON.parameter_counts(field)["total"]
+    ex = cfg.model.experts
+    hashed = int(LevelTable.for_experts(_specs(cfg), ex.n_levels, ex.n_features_per_level)
+                 .hashed.sum())
+    assert abs(got - target) <= ex.n_features_per_level * hashed // 2, (method, got, target)
+    assert ex.hashmap_size != 1000
+    # the run's config is rebuilt from the same pieces (bench main)
+    assert F.load_config(F.CPU_BASE, sets + overrides) == cfg
+
+
+def test_matched_size_of_a_shared_switchnerf_counts_the_shared_table():
+    """Solving switchnerf++ with shared levels for the budget of today's switchnerf++."""
+    today, _ = F.method_config("switchnerf++", F.BENCH_SETS)
+    shared = F.load_config(F.CPU_BASE, F.BENCH_SETS + SHARED_SETS)
+    size = COMMON.matched_hashmap_size(today, shared)
+    solved = F.load_config(F.CPU_BASE, F.BENCH_SETS + SHARED_SETS
+                           + [f"model.experts.hashmap_size={size}"])
+    field = COMMON.meta_field(solved)
+    target = COMMON.parameter_counts(COMMON.meta_field(today))["total"]
+    got = COMMON.parameter_counts(field)["total"]
+    assert field.shared is not None and field.experts.n_levels == 12
+    # 12 hashed levels x 8 experts: one row more per level moves the count by 192
+    assert abs(got - target) <= 96, (got, target)
+
+
 def test_bench_sets_switch_off_the_trainers_own_eval_and_set_the_budget():
     cfg, _ = F.method_config("switchnerf++", F.BENCH_SETS + ["train.time_budget_s=123"])
     assert cfg.train.eval_every == 0 and cfg.train.time_budget_s == 123

@@ -105,8 +105,11 @@ def test_cpu_variants_keep_the_structure_of_the_presets(method):
     assert cpu.model.routing.fixed_grid == paper.model.routing.fixed_grid
     assert cpu.model.experts.hashmap_size is not None
     d_ex, d_rt = demo.model.experts, demo.model.routing
-    experts = dataclasses.replace(cpu.model.experts, n_experts=d_ex.n_experts, hashmap_size=None,
-                                  coarsest_fraction=d_ex.coarsest_fraction)
+    assert cpu.model.experts.shared_levels == 0  # the shared coarse grid is switchnerf++'s
+    experts = dataclasses.replace(cpu.model.experts, n_experts=d_ex.n_experts,
+                                  hashmap_size=d_ex.hashmap_size,
+                                  coarsest_fraction=d_ex.coarsest_fraction,
+                                  shared_levels=d_ex.shared_levels)
     routing = dataclasses.replace(cpu.model.routing, kind=d_rt.kind, fixed_grid=d_rt.fixed_grid)
     assert dataclasses.replace(cpu.model, experts=experts, routing=routing) == demo.model
     assert (cpu.sampler, cpu.optim, cpu.train) == (demo.sampler, demo.optim, demo.train)

@@ -29,6 +29,9 @@ TINY = [
     "model.experts.n_levels=4", "model.experts.log2_hashmap_size=10",
     "model.experts.finest_resolution=64", "model.experts.coarsest_fraction=0.5",
     "model.experts.base_resolution=8",
+    # cpu-demo's shared coarse grid, scaled down with it (2 of the 4 levels, 8 to 16)
+    "model.experts.shared_levels=2", "model.experts.split_resolution=16",
+    "model.experts.shared_log2_hashmap_size=10",
     "model.routing.gate.n_levels=2", "model.routing.gate.log2_hashmap_size=8",
     "model.routing.gate.max_resolution=16", "model.routing.gate_hidden=8",
     "model.head.hidden=16", "model.head.color_hidden=16", "model.head.appearance_dim=4",
@@ -48,6 +51,8 @@ def tiny_cfg(preset: str | None = "cpu-demo", extra=()):
     path = ROOT / "configs" / f"{preset}.yaml" if preset else None
     sets = list(TINY)
     cfg0 = load_config(path)
+    if cfg0.model.experts.shared_levels == 0:  # a preset without a shared grid keeps none
+        sets.append("model.experts.shared_levels=0")
     if cfg0.model.experts.n_experts == 8:
         sets.append("model.experts.n_experts=4")
         if cfg0.model.routing.kind == "fixed":

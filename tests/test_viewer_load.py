@@ -36,6 +36,8 @@ TINY = [
     "model.experts.n_levels=4", "model.experts.log2_hashmap_size=10",
     "model.experts.finest_resolution=64", "model.experts.coarsest_fraction=0.5",
     "model.experts.base_resolution=8", "model.experts.n_experts=4",
+    "model.experts.shared_levels=2", "model.experts.split_resolution=16",  # cpu-demo's, scaled
+    "model.experts.shared_log2_hashmap_size=10",
     "model.routing.gate.n_levels=2", "model.routing.gate.log2_hashmap_size=8",
     "model.routing.gate.max_resolution=16", "model.routing.gate_hidden=8",
     "model.head.hidden=16", "model.head.color_hidden=16", "model.head.appearance_dim=4",

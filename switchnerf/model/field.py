@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from switchnerf.config import ModelConfig
-from switchnerf.encoding import HashExperts, SHEncoding
-from switchnerf.encoding.experts import geometric_expert_specs
+from switchnerf.encoding import HashExperts, HashGrid, SHEncoding
 from switchnerf.errors import SwitchNerfError
 from switchnerf.model.activations import density_activation
 from switchnerf.model.background import SkyBackground
+from switchnerf.model.grids import expert_levels, expert_specs, shared_grid
 from switchnerf.moe.expert_parallel import ExpertParallelEncoder
 from switchnerf.moe.gate import FixedCellRouter, GateOutput, HashGate
 from switchnerf.moe.partition_init import PARTITION_UNITS
@@ -69,6 +69,13 @@ class SwitchField(nn.Module):
     Gate scale (``cfg.routing.gate_scale``): the expert features go into the head
     multiplied by the gate value g (``product``) or by a straight-through factor whose
     value is 1 and whose gradient wrt g is 1 (``straight_through``; moe ``gate_scale``).
+
+    Shared coarse grid (``cfg.experts.shared_levels`` > 0, :mod:`switchnerf.model.grids`):
+    ``shared`` is a :class:`HashGrid` that encodes every point; the head's input is its
+    features followed by the gate-scaled expert features (the gate scale and a capacity
+    drop touch only the expert's part). It is replicated like the MLPs (a dense parameter
+    under expert parallelism) and its table trains with the tables' learning rate.
+    Without shared levels ``shared`` is None and the field is Switch-NeRF++ as before.
     """
 
     def __init__(self, cfg: ModelConfig, n_images: int):
@@ -77,12 +84,10 @@ class SwitchField(nn.Module):
         self.cfg = cfg
         ex, rt, hd = cfg.experts, cfg.routing, cfg.head
         self.n_experts = ex.n_experts
-        specs = geometric_expert_specs(
-            ex.n_experts, base_resolution=ex.base_resolution,
-            finest_resolution=ex.finest_resolution, coarsest_fraction=ex.coarsest_fraction,
-            log2_hashmap_size=ex.log2_hashmap_size, hashmap_size=ex.hashmap_size)
-        self.experts = HashExperts(specs, n_levels=ex.n_levels,
+        specs = expert_specs(ex)
+        self.experts = HashExperts(specs, n_levels=expert_levels(ex),
                                    n_features_per_level=ex.n_features_per_level)
+        self.shared: HashGrid | None = shared_grid(ex)
         if rt.kind == "gate":
             self.router: nn.Module | None = HashGate(rt.gate, ex.n_experts, rt.gate_hidden,
                                                      dense=rt.gate_dense)
@@ -93,7 +98,7 @@ class SwitchField(nn.Module):
             self.router = FixedCellRouter(rt.fixed_grid)
         else:
             self.router = None
-        self.head = make_mlp(self.experts.output_dim, hd.hidden, 1 + hd.geo_features, 1)
+        self.head = make_mlp(self.encoding_dim, hd.hidden, 1 + hd.geo_features, 1)
         self.dir_encoding = SHEncoding(hd.sh_degree)
         self.appearance = (nn.Embedding(max(n_images, 1), hd.appearance_dim)
                            if hd.appearance_dim > 0 else None)
@@ -102,6 +107,12 @@ class SwitchField(nn.Module):
         color_in = hd.geo_features + self.dir_encoding.output_dim + hd.appearance_dim
         self.color = make_mlp(color_in, hd.color_hidden, 3, hd.color_layers)
         self.background = SkyBackground(cfg.background) if cfg.background.enabled else None
+
+    @property
+    def encoding_dim(self) -> int:
+        """Width of the head's input: the shared grid's features (if any) and an expert's."""
+        shared = 0 if self.shared is None else self.shared.output_dim
+        return shared + self.experts.output_dim
 
     # ------------------------------------------------------------------ routing and geometry
     def route(self, x: torch.Tensor) -> GateOutput:
@@ -122,9 +133,13 @@ class SwitchField(nn.Module):
                                       self.cfg.routing.capacity_factor)
         else:
             kept = torch.ones_like(gate.expert_id, dtype=torch.bool)
-        feats = self.experts.encode(x, gate.expert_id)  # [M, L*F]
-        h = apply_mlp(self.head, feats, gate_scale(gate.gate_value, self.cfg.routing.gate_scale)
-                      * kept)
+        feats = self.experts.encode(x, gate.expert_id)  # [M, L_e*F]
+        scale = gate_scale(gate.gate_value, self.cfg.routing.gate_scale) * kept  # [M]
+        if self.shared is None:
+            h = apply_mlp(self.head, feats, scale)
+        else:  # [M, S*F] shared, then [M, L_e*F] gate-scaled expert features
+            scaled = feats * scale.unsqueeze(-1).to(feats.dtype)
+            h = apply_mlp(self.head, torch.cat([self.shared(x).to(feats.dtype), scaled], -1))
         sigma = density_activation(self.cfg.head.density_activation, h[:, 0].float())
         return Geometry(sigma, h[:, 1:], gate, kept)
 
@@ -204,8 +219,12 @@ class SwitchField(nn.Module):
         return self.appearance(image_index.clamp(0, self.appearance.num_embeddings - 1))
 
     def table_parameters(self) -> list[nn.Parameter]:
-        """Hash-table parameters (their own learning rate)."""
+        """Hash-table parameters (their own learning rate): the expert table first (the
+        optimiser state layout of ``switchnerf.train.dist_state`` relies on it), then the
+        shared grid's and the gate's, where present."""
         params = [self.expert_table]
+        if self.shared is not None:
+            params.append(self.shared.params)
         if isinstance(self.router, HashGate):
             params.append(self.router.encoding.params)
         return params
