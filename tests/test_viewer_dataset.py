@@ -152,7 +152,10 @@ def test_switchnerf_view_of_a_dataset_serves_it_and_warns_when_exposed(colmap_da
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "switchnerf", "view", str(colmap_dataset),
                              "--host", "0.0.0.0", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            # a suite run as a background job ignores SIGINT, and so would
+                            # the child: give it Ctrl-C as a terminal would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     try:
         deadline = time.time() + 120
