@@ -31,4 +31,5 @@ def one_step_worker(rank: int, world: int, port: int, out_dir: str, preset: str,
     if rank == 0:
         torch.save({"experts": grad, "dense": dense}, out / "grads.pt")
     trainer.close()
+    ctx.barrier()  # every rank done with the group before it is destroyed (gloo teardown race)
     ctx.close()
