@@ -5,7 +5,6 @@ its training clock, agreement with switchnerf's evaluation, and the --smoke run 
 from __future__ import annotations
 
 import contextlib
-
 import dataclasses
 import importlib.util
 import json

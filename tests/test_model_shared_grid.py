@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+from test_train import TINY as TRAIN_SETS
 
 from switchnerf.config import load_config
 from switchnerf.encoding.experts import geometric_expert_specs
@@ -288,19 +289,7 @@ def test_bad_shared_settings_name_the_key(sets, message):
     assert "\n" not in text and message in text and text.startswith("--set: ")
 
 
-TRAIN_TINY = [
-    "model.experts.n_experts=4", "model.experts.n_levels=4",
-    "model.experts.log2_hashmap_size=10", "model.experts.finest_resolution=64",
-    "model.experts.coarsest_fraction=0.5", "model.experts.base_resolution=8",
-    "model.experts.shared_levels=2", "model.experts.split_resolution=16",
-    "model.experts.shared_log2_hashmap_size=10",
-    "model.routing.gate.n_levels=2", "model.routing.gate.log2_hashmap_size=8",
-    "model.routing.gate.max_resolution=16", "model.routing.gate_hidden=8",
-    "model.head.hidden=16", "model.head.color_hidden=16", "model.head.appearance_dim=4",
-    "sampler.grid_resolution=16", "sampler.steps_per_diagonal=64", "sampler.warmup_steps=2",
-    "sampler.update_every=2", "train.rays_per_step=128", "train.shard_rays=4096",
-    "train.eval_every=0", "train.checkpoint_every=1000", "train.log_every=1",
-]
+TRAIN_TINY = ["model.experts.n_experts=4", *TRAIN_SETS]  # test_train's tiny cpu-demo run
 
 
 def test_resume_with_a_shared_grid_reproduces_the_uninterrupted_run(tiny_scene, tmp_path):

@@ -150,12 +150,14 @@ def test_websocket_client_receives_the_dataset_overlays_and_no_render(colmap_dat
 def test_switchnerf_view_of_a_dataset_serves_it_and_warns_when_exposed(colmap_dataset):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "switchnerf", "view", str(colmap_dataset),
+    # a suite run as a background job ignores SIGINT, and so would this child: it takes
+    # Ctrl-C as from a terminal (Python's KeyboardInterrupt handler, set explicitly)
+    launch = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+              " sys.argv = ['switchnerf'] + sys.argv[1:]; runpy.run_module('switchnerf',"
+              " run_name='__main__', alter_sys=True)")
+    proc = subprocess.Popen([sys.executable, "-c", launch, "view", str(colmap_dataset),
                              "--host", "0.0.0.0", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            # a suite run as a background job ignores SIGINT, and so would
-                            # the child: give it Ctrl-C as a terminal would
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines = []
     try:
         deadline = time.time() + 120

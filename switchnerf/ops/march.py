@@ -50,7 +50,7 @@ def cell_ids(points_unit: Tensor, resolution: tuple[int, int, int]) -> tuple[Ten
     >>> cell_ids(torch.tensor([[0.0, 0.0, 0.9], [1.0, 1.0, 1.0]]), (2, 2, 2))
     (tensor([1, 7]), tensor([True, True]))
     """
-    r0, r1, r2 = resolution
+    _, r1, r2 = resolution
     inside = ((points_unit >= 0) & (points_unit <= 1)).all(-1)  # [M]
     res, hi = _grid_constants(tuple(resolution), points_unit.dtype, points_unit.device)
     ijk = torch.floor(points_unit * res).long()  # [M, 3]
