@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from switchnerf.moe.routing import expert_load
+from switchnerf.ops.counts import counts_per_id
 from switchnerf.train.distributed import DistributedContext
 
 __all__ = ["StepStats", "StepValues"]
@@ -67,7 +68,7 @@ class StepStats:
         """``values`` of the global batch: loss, mse and balance are global already; the
         expert load, drops and samples per ray are summed over the ranks."""
         e = self.n_experts
-        counts = torch.bincount(self.expert_id, minlength=e)[:e].double()  # [E]
+        counts = counts_per_id(self.expert_id, e).double()  # [E]
         local = torch.cat([torch.stack([(~self.kept).sum().double(),
                                         counts.new_tensor(float(self.expert_id.shape[0])),
                                         counts.new_tensor(float(self.n_rays))]), counts])
