@@ -17,7 +17,7 @@ SCHEDULE = ["optim.warmup_steps=0", "optim.final_lr_factor=0.1", "train.max_step
 def _advance(seconds: float):
     """An on_step callback: each step takes ``seconds`` more of the trainer's clock."""
     def on_step(trainer, _stats):
-        trainer._clock_start -= seconds
+        trainer.clock._start -= seconds
     return on_step
 
 

@@ -67,6 +67,7 @@ from switchnerf.train.run import (
     write_run_config,
     write_run_header,
 )
+from switchnerf.train.run_clock import RunClock
 from switchnerf.train.schedule import lr_factor
 from switchnerf.train.step_stats import StepStats, StepValues
 from switchnerf.train.traffic import ExchangeTraffic
@@ -117,10 +118,7 @@ class Trainer:
         self.best_psnr = -math.inf
         self.skipped_steps = 0
         self.consecutive_skips = 0
-        self.elapsed_before = 0.0  # training seconds of earlier sessions of this run
-        # training seconds as every rank agrees (the learning rate's time share follows it)
-        self._agreed_elapsed_s = 0.0
-        self._clock_start: float | None = None
+        self.clock = RunClock()  # training seconds over every resume
         tables = {id(p) for p in self.renderer.field.table_parameters()}
         self._checked_params = [p for p in self.renderer.field.parameters()
                                 if id(p) not in tables]
@@ -203,7 +201,7 @@ class Trainer:
         self.step = int(state["step"])
         self.best_psnr = float(state["best_psnr"])
         self.skipped_steps = int(state["skipped_steps"])
-        self.elapsed_before = self._agreed_elapsed_s = float(state.get("elapsed_s", 0.0))
+        self.clock = RunClock(state.get("elapsed_s", 0.0))
         if self.ctx.is_main:
             write_run_config(self.run_dir, self.cfg)  # a new max_steps or time budget
             truncate_log(self.run_dir / LOG_FILE, self.step)  # these steps are trained again
@@ -211,7 +209,7 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def _set_lr(self) -> None:
         o, t = self.cfg.optim, self.cfg.train
-        spent = (self._agreed_elapsed_s / t.time_budget_s
+        spent = (self.clock.agreed_s / t.time_budget_s
                  if o.decay_with_time and t.time_budget_s is not None else 0.0)
         f = lr_factor(self.step, warmup_steps=o.warmup_steps, max_steps=t.max_steps,
                       final_factor=o.final_lr_factor, time_fraction=spent)
@@ -357,7 +355,8 @@ class Trainer:
         max_steps = cfg.max_steps if max_steps is None else max_steps
         old_handlers = {s: signal.signal(s, self.request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
         log = MetricsLog(self.run_dir / LOG_FILE if self.ctx.is_main else None)
-        self._clock_start = start = time.perf_counter()
+        self.clock.start()
+        start = time.perf_counter()
         rays_done, last, values = 0, None, None
         traffic = ExchangeTraffic(self)
         try:
@@ -388,32 +387,25 @@ class Trainer:
             self.save()
         finally:
             log.close()
-            self.elapsed_before, self._clock_start = self.elapsed_s, None
+            self.clock.stop()
             for s, h in old_handlers.items():
                 signal.signal(s, h)
         elapsed = time.perf_counter() - start
-        return {"step": self.step, "elapsed_s": elapsed, "total_elapsed_s": self.elapsed_before,
+        return {"step": self.step, "elapsed_s": elapsed, "total_elapsed_s": self.clock.before,
                 "rays_per_s": rays_done / max(elapsed, 1e-9),
                 "interrupted": self._stop_requested, "skipped_steps": self.skipped_steps,
                 "last_train_psnr": None if values is None else values.psnr}
 
-    @contextmanager
     def clock_paused(self):
         """Time spent inside is not training time (the time budget and a time-decayed
         learning rate ignore it): for a caller's own evaluation between steps."""
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self._clock_start is not None:
-                self._clock_start += time.perf_counter() - t0
+        return self.clock.paused()
 
     @property
     def elapsed_s(self) -> float:
         """Training seconds of this run so far, over every resume (wall clock while
         :meth:`train` runs, eval and checkpoints included)."""
-        now = 0.0 if self._clock_start is None else time.perf_counter() - self._clock_start
-        return self.elapsed_before + now
+        return self.clock.elapsed_s
 
     def _log_step(self, log: MetricsLog, last: StepStats, rays_per_s: float, traffic
                   ) -> StepValues:
@@ -449,13 +441,13 @@ class Trainer:
         elapsed = self.elapsed_s
         over = budget is not None and elapsed > budget
         if not self.ctx.is_distributed:
-            self._agreed_elapsed_s = elapsed
+            self.clock.agreed_s = elapsed
             return self._stop_requested or over
         flags = self.ctx.all_reduce_sum(torch.tensor(
             [float(self._stop_requested), float(over), elapsed], dtype=torch.float64,
             device=self.device))
         asked, over, elapsed_sum = flags.tolist()
-        self._agreed_elapsed_s = elapsed_sum / self.ctx.world_size  # one value on every rank
+        self.clock.agreed_s = elapsed_sum / self.ctx.world_size  # one value on every rank
         if asked > 0:
             self._stop_requested = True
         return asked > 0 or over > 0
