@@ -93,7 +93,7 @@ def _array(buf, dtype, shape):
 
 def test_websocket_client_receives_the_dataset_overlays_and_no_render(colmap_dataset):
     scene = load_scene(colmap_dataset)
-    before = {t.ident for t in threading.enumerate()}
+    before = set(threading.enumerate())  # Thread objects: an ident is reused once its thread ends
     viewer = ViewerServer(None, scene, port=free_port())
     try:
         assert viewer.overlay.thumbnails.wait(30.0) and viewer.overlay.thumbnails.loaded == 10
@@ -142,7 +142,7 @@ def test_websocket_client_receives_the_dataset_overlays_and_no_render(colmap_dat
                     and m.get("rgb_data")]
         assert not viewer.sessions and viewer.gui is None and viewer.editor is None
         assert not [t for t in threading.enumerate()
-                    if t.name.startswith("switchnerf-view-") and t.ident not in before]
+                    if t.name.startswith("switchnerf-view-") and t not in before]
     finally:
         viewer.stop()
 

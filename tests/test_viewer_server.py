@@ -37,7 +37,7 @@ def run(tmp_path_factory):
 def _threads_settle(before: set, timeout: float = 10.0) -> set:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        extra = {t for t in threading.enumerate() if t.ident not in before and t.is_alive()}
+        extra = {t for t in threading.enumerate() if t not in before and t.is_alive()}
         if not extra:
             return set()
         time.sleep(0.1)
@@ -45,7 +45,7 @@ def _threads_settle(before: set, timeout: float = 10.0) -> set:
 
 
 def test_server_starts_on_free_port_and_stops_without_leftover_threads(run):
-    before = {t.ident for t in threading.enumerate()}
+    before = set(threading.enumerate())  # Thread objects: an ident is reused once its thread ends
     port = free_port()
     viewer = ViewerServer(run.renderer, run.scene, port=port, run_dir=run.run_dir)
     try:
@@ -95,7 +95,7 @@ def test_websocket_client_gets_preview_then_full_render_of_its_camera(run):
 
 
 def test_client_disconnect_mid_render_leaves_no_thread(run):
-    before = {t.ident for t in threading.enumerate()}
+    before = set(threading.enumerate())  # Thread objects: an ident is reused once its thread ends
     viewer = ViewerServer(run.renderer, run.scene, port=free_port(), max_side=256)
     viewer.settings.settle_s = 0.0
     started = threading.Event()
