@@ -189,6 +189,11 @@ class ExpertsConfig(_Section):
     ``n_levels - S`` levels from ``split_resolution`` to its finest resolution
     (``switchnerf.model.grids``). The head sees ``n_levels * n_features_per_level`` features
     either way: the shared grid's, then the gate-scaled expert's.
+
+    ``table_split_power`` p > 0 sizes the experts by detail: the same total of hashed rows
+    per level, expert e's share proportional to its finest resolution ** p, so the fine
+    experts that the gate gives the dense core get the larger tables
+    (``switchnerf.encoding.experts.split_table_rows``).
     """
 
     n_experts: int = setting(8, at_least(1))
@@ -208,6 +213,9 @@ class ExpertsConfig(_Section):
     shared_levels: int = setting(0, at_least(0))
     split_resolution: int = setting(64, at_least(2))
     shared_log2_hashmap_size: int = setting(19, LOG2_HASHMAP)
+    # Detail-weighted capacity: the E * rows of each hashed expert level are shared out in
+    # proportion to the experts' finest resolution ** table_split_power (0: equal tables).
+    table_split_power: float = setting(0.0, at_least(0.0))
 
     def _check(self) -> None:
         s = self.shared_levels

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,7 +16,11 @@ from switchnerf.ops.hash_levels import (
     LevelTable,
     levels_from_buffers,
     register_level_buffers,
+    table_size,
 )
+
+MIN_TABLE_ROWS = 8
+"""Fewest rows a hashed level may hold (``check_hashmap_size``)."""
 
 
 def geometric_expert_specs(
@@ -25,15 +31,22 @@ def geometric_expert_specs(
     coarsest_fraction: float = 1 / 8,
     log2_hashmap_size: int = 19,
     hashmap_size: int | None = None,
+    table_split_power: float = 0.0,
 ) -> list[GridSpec]:
     """Expert grids whose finest resolutions grow geometrically, coarse (expert 0) to fine.
 
     Expert ``e`` gets ``max_resolution = round(finest * coarsest_fraction ** ((E-1-e) / (E-1)))``;
-    a single expert gets ``finest_resolution``. Every expert's hashed levels hold
-    ``hashmap_size`` rows if given, else ``2 ** log2_hashmap_size``.
+    a single expert gets ``finest_resolution``. With ``table_split_power`` 0 every expert's
+    hashed levels hold ``T = hashmap_size`` rows if given, else ``2 ** log2_hashmap_size``.
+    With a power ``p > 0`` the same ``E * T`` rows per hashed level are shared out in
+    proportion to ``max_resolution_e ** p`` (:func:`split_table_rows`): detail-weighted
+    capacity, the fine experts that own the dense core get larger tables.
 
     >>> [s.max_resolution for s in geometric_expert_specs(4, finest_resolution=4096)]
     [512, 1024, 2048, 4096]
+    >>> [s.hashmap_size for s in geometric_expert_specs(
+    ...     2, finest_resolution=64, coarsest_fraction=0.5, hashmap_size=300, table_split_power=1)]
+    [200, 400]
     """
     if n_experts < 1:
         raise ValueError(f"n_experts must be >= 1, got {n_experts}")
@@ -50,7 +63,36 @@ def geometric_expert_specs(
             )
         specs.append(GridSpec(base_resolution, log2_hashmap_size, max_resolution=max_resolution,
                               hashmap_size=hashmap_size))
-    return specs
+    if table_split_power == 0:
+        return specs
+    rows = split_table_rows([s.max_resolution for s in specs],
+                            table_size(log2_hashmap_size, hashmap_size), table_split_power)
+    return [dataclasses.replace(s, hashmap_size=r) for s, r in zip(specs, rows)]
+
+
+def split_table_rows(max_resolutions: Sequence[float], rows: int, power: float) -> list[int]:
+    """Rows per hashed level of each expert: ``E * rows`` shared in proportion to
+    ``max_resolution ** power`` (largest remainders, so the total is exact; at least
+    8 rows each).
+
+    >>> split_table_rows([128, 256, 512], 1000, 1.0)
+    [429, 857, 1714]
+    >>> split_table_rows([128, 256], 1000, 0.0)
+    [1000, 1000]
+    """
+    if power < 0:
+        raise ValueError(f"table_split_power must be >= 0, got {power}")
+    total = rows * len(max_resolutions)
+    weights = np.array([float(r) ** power for r in max_resolutions])
+    share = weights / weights.sum() * total
+    out = np.maximum(np.floor(share).astype(np.int64), MIN_TABLE_ROWS)
+    left = total - int(out.sum())
+    if left >= 0:
+        for e in np.argsort(-(share - np.floor(share)), kind="stable")[:left]:
+            out[e] += 1
+    else:  # raised to the minimum: the largest tables give the rows back
+        out[int(np.argmax(out))] += left
+    return [int(r) for r in out]
 
 
 class HashExperts(nn.Module):

@@ -41,7 +41,7 @@ def expert_specs(ex: ExpertsConfig) -> list[GridSpec]:
     return geometric_expert_specs(
         ex.n_experts, base_resolution=base, finest_resolution=ex.finest_resolution,
         coarsest_fraction=ex.coarsest_fraction, log2_hashmap_size=ex.log2_hashmap_size,
-        hashmap_size=ex.hashmap_size)
+        hashmap_size=ex.hashmap_size, table_split_power=ex.table_split_power)
 
 
 def shared_grid(ex: ExpertsConfig) -> HashGrid | None:
