@@ -18,8 +18,9 @@ How it measures (CPU ops run synchronously, so wall-clock timers are exact):
 * backward: every autograd node gets a pre- and post-hook, and each node is charged to the
   forward phase that created it (``encode bwd``, ``mlp bwd``, ``composite bwd``, ...);
   ``backward engine`` is the rest of ``loss.backward()``;
-* optimiser: Adam's step is timed per parameter group (hash tables, MLPs) by stepping one
-  group at a time (same result as one step: Adam's state is per parameter);
+* optimiser: Adam's step is timed per parameter group (hash tables, MLPs, and the gate's
+  table and MLP when it has its own rate) by stepping one group at a time (same result as
+  one step: Adam's state is per parameter);
 * ``other: points, SH, loss, stats, host sync`` is what ``train_step`` spends outside every
   named phase (sample points, view encoding, activations, the loss, the step statistics).
 """
@@ -173,9 +174,12 @@ def instrument(trainer, timer: PhaseTimer) -> None:
     timer.wrap(trainer, "_set_lr", "lr schedule")
     opt = trainer.optimizer
 
+    group_names = ("tables", "mlps", "gate table", "gate mlp")  # build_optimizer's order
+
     def step_by_group():
         groups = opt.param_groups
-        for gi, name in enumerate(("optimizer: tables", "optimizer: mlps")):
+        for gi in range(len(groups)):
+            name = f"optimizer: {group_names[gi] if gi < len(group_names) else gi}"
             hidden = {}
             for gj, g in enumerate(groups):
                 if gj != gi:
@@ -190,7 +194,7 @@ def instrument(trainer, timer: PhaseTimer) -> None:
                     p.grad = g
 
     _step = opt.step
-    opt.step = step_by_group if len(opt.param_groups) == 2 else _step
+    opt.step = step_by_group
     timer.wrap(opt, "zero_grad", "zero_grad")
 
 
