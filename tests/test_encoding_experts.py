@@ -18,6 +18,21 @@ SPECS = [
 ]
 
 
+def _assert_grid_is_expert(grid, experts, e, x, expert_id, out, upstream) -> slice:
+    """``grid`` given expert ``e``'s table encodes ``e``'s points as ``out`` does, and its
+    table gradient is ``e``'s slice of the experts' gradient. Returns that slice."""
+    part = experts.expert_param_slice(e)
+    assert grid.params.numel() == experts.param_count(e) == part.stop - part.start
+    with torch.no_grad():
+        grid.params.copy_(experts.params[part])
+    mine = expert_id == e
+    got = grid(x[mine])
+    torch.testing.assert_close(out[mine], got, rtol=0, atol=1e-6)
+    (got * upstream[mine]).sum().backward()
+    torch.testing.assert_close(experts.params.grad[part], grid.params.grad, rtol=0, atol=1e-5)
+    return part
+
+
 def _check_against_grids(n_experts: int, n: int, empty_expert: int | None, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     n_levels, n_features = 4, 2
@@ -42,17 +57,9 @@ def _check_against_grids(n_experts: int, n: int, empty_expert: int | None, seed:
             base_resolution=spec.base_resolution,
             per_level_scale=spec.resolve_per_level_scale(n_levels),
         )
-        part = experts.expert_param_slice(e)
-        assert grid.params.numel() == experts.param_count(e) == part.stop - part.start
+        part = _assert_grid_is_expert(grid, experts, e, x, expert_id, out, upstream)
         assert part.start == covered
         covered = part.stop
-        with torch.no_grad():
-            grid.params.copy_(experts.params[part])
-        mine = expert_id == e
-        got = grid(x[mine])
-        torch.testing.assert_close(out[mine], got, rtol=0, atol=1e-6)
-        (got * upstream[mine]).sum().backward()
-        torch.testing.assert_close(experts.params.grad[part], grid.params.grad, rtol=0, atol=1e-5)
         if empty_expert == e:
             assert torch.count_nonzero(experts.params.grad[part]) == 0
     assert covered == experts.param_count()
@@ -104,15 +111,7 @@ def test_detail_weighted_tables_split_the_same_rows():
         grid = HashGrid(n_levels=n_levels, log2_hashmap_size=spec.log2_hashmap_size,
                         base_resolution=spec.base_resolution, hashmap_size=spec.hashmap_size,
                         per_level_scale=spec.resolve_per_level_scale(n_levels))
-        part = experts.expert_param_slice(e)
-        assert grid.params.numel() == part.stop - part.start
-        with torch.no_grad():
-            grid.params.copy_(experts.params[part])
-        mine = expert_id == e
-        got = grid(x[mine])
-        torch.testing.assert_close(out[mine], got, rtol=0, atol=1e-6)
-        (got * upstream[mine]).sum().backward()
-        torch.testing.assert_close(experts.params.grad[part], grid.params.grad, rtol=0, atol=1e-5)
+        _assert_grid_is_expert(grid, experts, e, x, expert_id, out, upstream)
 
 
 def test_split_table_rows_is_exact_and_rejects_a_negative_power():
