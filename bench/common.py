@@ -45,13 +45,6 @@ def matched_hashmap_size(reference: Config, cfg: Config) -> int:
                               (target - rest) // ex.n_features_per_level)
 
 
-def eval_indices(n_val: int, count: int) -> list[int]:
-    """``count`` val images spread evenly over ``n_val`` (all when count <= 0)."""
-    if count <= 0 or count >= n_val:
-        return list(range(n_val))
-    return sorted({round(k * (n_val - 1) / max(count - 1, 1)) for k in range(count)})
-
-
 def time_to_psnr(curve: list[dict], thresholds: list[float]) -> dict[str, dict | None]:
     """For each threshold (dB), the first evaluation of ``curve`` (dicts with ``psnr``,
     ``train_s``, ``step``, in training order) at or above it: {train_s, step}, or None.

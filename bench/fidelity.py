@@ -67,9 +67,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 import torch
 
-from bench.common import eval_indices, matched_hashmap_size, parameter_counts, time_to_psnr
+from bench.common import matched_hashmap_size, parameter_counts, time_to_psnr
 from switchnerf.config import Config, load_config
 from switchnerf.io_utils import write_json_atomic
+from switchnerf.train.evaluate import eval_indices
 
 CPU_BASE = ROOT / "configs" / "cpu-demo.yaml"
 
@@ -232,7 +233,7 @@ class TrainClock:
             self.stopped = True
             trainer.request_stop()
         elif self.train_s >= self.next_eval:
-            with trainer.clock_paused():  # the trainer's clock (time budget, schedule) too
+            with trainer.clock.paused():  # the trainer's clock (time budget, schedule) too
                 self.evaluate(self.train_s)
             while self.next_eval <= self.train_s:
                 self.next_eval += self.eval_every

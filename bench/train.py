@@ -39,8 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
-from bench.common import eval_indices, parameter_counts, time_to_psnr
+from bench.common import parameter_counts, time_to_psnr
 from switchnerf.config import Config, load_config
+from switchnerf.train.evaluate import eval_indices
 
 CPU_BASE = ROOT / "configs" / "cpu-demo.yaml"
 """The CPU scaling of every method: switchnerf++ as the demo trains it."""

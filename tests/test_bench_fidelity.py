@@ -162,7 +162,7 @@ def test_train_clock_excludes_evaluation_and_stops():
         trainer.paused += 1
         yield
 
-    trainer.clock_paused = clock_paused
+    trainer.clock = SimpleNamespace(paused=clock_paused)
     steps = 0
     while not trainer.stopped:
         now[0] += 0.25  # one training step

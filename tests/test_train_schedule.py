@@ -58,10 +58,10 @@ def test_a_paused_clock_is_not_training_time(tiny_scene, tmp_path):
     paused = []
 
     def on_step(t, _stats):
-        before = t.elapsed_s
-        with t.clock_paused():
+        before = t.clock.elapsed_s
+        with t.clock.paused():
             time.sleep(0.3)
-        paused.append(t.elapsed_s - before)
+        paused.append(t.clock.elapsed_s - before)
 
     try:
         trainer.train(max_steps=2, on_step=on_step)

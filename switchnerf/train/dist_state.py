@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from switchnerf.moe.expert_parallel import (
     ExpertParallelEncoder,
     gather_expert_state_dict,
@@ -51,6 +53,21 @@ def gather_training_state(field, state: dict[str, Any]) -> dict[str, Any] | None
     if moments:
         opt_state[EXPERT_PARAM_INDEX] = entry
     return dict(state, field=field_state, optimizer=dict(opt, state=opt_state))
+
+
+def gathered_renderer(renderer, build):
+    """A renderer of the whole field on rank 0 from an expert-parallel ``renderer`` (a
+    collective: every rank calls it; None on the other ranks): ``build()`` makes a fresh
+    renderer of the run's config, which takes the gathered field and the occupancy grid."""
+    field = renderer.field
+    state = gather_expert_state_dict(field.state_dict(), field.experts, prefix="experts.")
+    if state is None:
+        return None
+    with torch.random.fork_rng(devices=[]):  # the initial values are overwritten next
+        full = build()
+    full.field.load_state_dict(state)
+    full.grid.load_state_dict(renderer.grid.state_dict())
+    return full
 
 
 def slice_training_state(field, state: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,17 @@ from switchnerf.scene.types import RayBatch
 from switchnerf.train.metrics import LpipsMetric, psnr, ssim
 
 
+def eval_indices(n_val: int, count: int) -> list[int]:
+    """``count`` val images spread evenly over ``n_val`` (all when count <= 0).
+
+    >>> eval_indices(10, 3)
+    [0, 4, 9]
+    """
+    if count <= 0 or count >= n_val:
+        return list(range(n_val))
+    return sorted({round(k * (n_val - 1) / max(count - 1, 1)) for k in range(count)})
+
+
 def uses_right_half_protocol(scene, cfg) -> bool:
     """True when val left halves are trained on and right halves measured."""
     return bool(cfg.train.val_left_halves) and scene.format == "mega-nerf"

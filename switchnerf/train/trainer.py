@@ -37,7 +37,7 @@ import torch
 
 from switchnerf.config import Config
 from switchnerf.errors import SwitchNerfError
-from switchnerf.moe.expert_parallel import dense_parameters, gather_expert_state_dict
+from switchnerf.moe.expert_parallel import dense_parameters
 from switchnerf.moe.routing import balance_loss
 from switchnerf.train.builder import build_optimizer, build_renderer
 from switchnerf.train.checkpoint import (
@@ -48,7 +48,11 @@ from switchnerf.train.checkpoint import (
     sweep_temporary_files,
 )
 from switchnerf.train.data import TrainingData
-from switchnerf.train.dist_state import gather_training_state, slice_training_state
+from switchnerf.train.dist_state import (
+    gather_training_state,
+    gathered_renderer,
+    slice_training_state,
+)
 from switchnerf.train.distributed import (
     DistributedContext,
     global_balance,
@@ -56,7 +60,7 @@ from switchnerf.train.distributed import (
     rank_slice,
     write_world_record,
 )
-from switchnerf.train.evaluate import evaluate, uses_right_half_protocol
+from switchnerf.train.evaluate import eval_indices, evaluate, uses_right_half_protocol
 from switchnerf.train.metrics_log import LOG_FILE, MetricsLog, truncate_log
 from switchnerf.train.progress import TrainProgress
 from switchnerf.train.routing_log import RoutingLog
@@ -118,7 +122,9 @@ class Trainer:
         self.best_psnr = -math.inf
         self.skipped_steps = 0
         self.consecutive_skips = 0
-        self.clock = RunClock()  # training seconds over every resume
+        # training seconds over every resume (wall clock while ``train`` runs, eval and
+        # checkpoints included); ``clock.paused()`` keeps a caller's own evaluation out
+        self.clock = RunClock()
         tables = {id(p) for p in self.renderer.field.table_parameters()}
         self._checked_params = [p for p in self.renderer.field.parameters()
                                 if id(p) not in tables]
@@ -164,7 +170,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "rng": self.generator.get_state(),
                 "rng_device": self.generator.device.type,
                 "stream": self.stream.state_dict(), "best_psnr": self.best_psnr,
-                "skipped_steps": self.skipped_steps, "elapsed_s": self.elapsed_s,
+                "skipped_steps": self.skipped_steps, "elapsed_s": self.clock.elapsed_s,
                 "config": self.cfg.to_dict()}
 
     def _restore_generator(self, state: dict) -> None:
@@ -396,17 +402,6 @@ class Trainer:
                 "interrupted": self._stop_requested, "skipped_steps": self.skipped_steps,
                 "last_train_psnr": None if values is None else values.psnr}
 
-    def clock_paused(self):
-        """Time spent inside is not training time (the time budget and a time-decayed
-        learning rate ignore it): for a caller's own evaluation between steps."""
-        return self.clock.paused()
-
-    @property
-    def elapsed_s(self) -> float:
-        """Training seconds of this run so far, over every resume (wall clock while
-        :meth:`train` runs, eval and checkpoints included)."""
-        return self.clock.elapsed_s
-
     def _log_step(self, log: MetricsLog, last: StepStats, rays_per_s: float, traffic
                   ) -> StepValues:
         """A training record of the step just taken (the statistics' host copy: a
@@ -415,7 +410,7 @@ class Trainer:
         extra = traffic.per_step()
         if log.enabled:
             extra["routing"] = self.routing_log.measure(self.renderer, self.step)
-        log.write({"step": self.step, "time_s": self.elapsed_s, "loss": values.loss,
+        log.write({"step": self.step, "time_s": self.clock.elapsed_s, "loss": values.loss,
                    "psnr": values.psnr, "balance": values.balance, "rays_per_s": rays_per_s,
                    "samples_per_ray": values.samples_per_ray, "load": values.load,
                    "dropped": values.dropped, "skipped": values.skipped, **extra})
@@ -438,7 +433,7 @@ class Trainer:
         """A stop request or the time budget (the run's training time over every resume);
         distributed, any rank's (one all-reduce)."""
         budget = self.cfg.train.time_budget_s
-        elapsed = self.elapsed_s
+        elapsed = self.clock.elapsed_s
         over = budget is not None and elapsed > budget
         if not self.ctx.is_distributed:
             self.clock.agreed_s = elapsed
@@ -457,8 +452,7 @@ class Trainer:
         if n == 0:
             self.save()
             return
-        count = min(self.cfg.train.eval_images, n)
-        picks = sorted({round(k * (n - 1) / max(count - 1, 1)) for k in range(count)})
+        picks = eval_indices(n, self.cfg.train.eval_images)
         renderer = self._full_renderer()
         psnr = None
         if self.ctx.is_main:
@@ -483,15 +477,8 @@ class Trainer:
         other ranks)."""
         if not self.expert_parallel:
             return self.renderer if self.ctx.is_main else None
-        field = self.renderer.field
-        state = gather_expert_state_dict(field.state_dict(), field.experts, prefix="experts.")
-        if state is None:
-            return None
-        with torch.random.fork_rng(devices=[]):  # the initial values are overwritten next
-            full = build_renderer(self.cfg, self.scene, len(self.cams), device=self.device)
-        full.field.load_state_dict(state)
-        full.grid.load_state_dict(self.renderer.grid.state_dict())
-        return full
+        return gathered_renderer(self.renderer, lambda: build_renderer(
+            self.cfg, self.scene, len(self.cams), device=self.device))
 
     def save(self, *, is_best: bool = False) -> Path | None:
         """Write a checkpoint (rank 0; a collective when distributed). Returns its path on
