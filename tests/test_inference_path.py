@@ -5,7 +5,7 @@ top-1 from logits. Each is checked against the training-time (torch, two-pass) p
 import pytest
 import torch
 
-from switchnerf.ops.mlp import apply_mlp, apply_mlp_shared, make_mlp
+from switchnerf.ops.mlp import GroupedMLP, apply_mlp, apply_mlp_shared, make_mlp
 from switchnerf.render.composite import packed_info
 from switchnerf.render.front_to_back import evaluate_front_to_back
 from switchnerf.render.sampler import prune_invisible
@@ -86,6 +86,66 @@ def test_fused_mlp_matches_torch(native, shape):
     assert out.shape == ref.shape
     assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
     assert torch.allclose(plain, mlp(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("widths", [(12, 20, 64, 16), (4, 3, 32, 8), (1, 30, 20, 5), (9, 6, 96, 70)])
+@pytest.mark.parametrize("scaled", [True, False])
+def test_fused_mlp_prefix_columns_match_concatenation(native, widths, scaled):
+    n_pre, n_own, hidden, n_out = widths
+    torch.manual_seed(3)
+    mlp = make_mlp(n_pre + n_own, hidden, n_out, 1)
+    pre, x = torch.randn(1003, n_pre), torch.randn(1003, n_own)
+    scale = torch.rand(1003) if scaled else None
+    with torch.no_grad():
+        own = x if scale is None else x * scale[:, None]
+        ref = mlp(torch.cat([pre, own], dim=-1))  # only the trailing columns are scaled
+        out = apply_mlp(mlp, x, scale, prefix=pre)
+        strided = apply_mlp(mlp, x, scale, prefix=torch.cat([pre, pre], 1)[:, :n_pre])
+        empty = apply_mlp(mlp, x[:0], None if scale is None else scale[:0], prefix=pre[:0])
+    assert torch.allclose(out, ref, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(strided, ref, atol=1e-5, rtol=1e-5)
+    assert empty.shape == (0, n_out)
+    with pytest.raises(RuntimeError, match="x_pre"):
+        native.mlp_forward(x, None, mlp[0].weight.detach(), None, mlp[2].weight.detach(), None,
+                           None, None, pre[:5].contiguous())  # rows differ from x's
+
+
+def test_grouped_mlp_over_successive_calls_equals_one_concatenation(native):
+    torch.manual_seed(4)
+    mlp = make_mlp(15 + 20, 64, 3, 1)
+    shared = torch.randn(60, 20)
+    x, index = torch.randn(900, 15), torch.randint(0, 60, (900,))
+    with torch.no_grad():
+        ref = mlp(torch.cat([x, shared[index]], dim=-1))
+        head = GroupedMLP(mlp, shared, 15)
+        parts = [head(x[a:b], index[a:b]) for a, b in ((0, 400), (400, 401), (401, 900))]
+        with pytest.raises(ValueError, match="columns"):
+            head(x[:, :14], index)
+    assert head.hidden_bias is not None  # the per-group product is made once
+    assert torch.allclose(torch.cat(parts), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_front_to_back_finish_sees_each_rounds_visible_samples():
+    n = 200
+    t_starts, t_ends, ray_indices, sigma = _packed(n, seed=11)
+
+    def fn(idx):
+        return sigma[idx], {"geo": torch.stack([idx.float(), sigma[idx]], 1)}
+
+    seen = []
+
+    def finish(idx_vis, ex):
+        assert torch.equal(ex["geo"][:, 0].long(), idx_vis)  # extras already restricted
+        seen.append(idx_vis)
+        return {"twice": 2 * ex.pop("geo")[:, 1]}
+
+    keep, sig, out = evaluate_front_to_back(fn, t_starts, t_ends, ray_indices, n,
+                                            alpha_thre=1e-3, early_stop_eps=1e-4, finish=finish)
+    plain, _, _ = evaluate_front_to_back(fn, t_starts, t_ends, ray_indices, n,
+                                         alpha_thre=1e-3, early_stop_eps=1e-4)
+    assert torch.equal(keep, plain) and set(out) == {"twice"}
+    assert torch.equal(out["twice"], 2 * sigma[keep])  # reordered with the samples
+    assert torch.equal(torch.cat(seen).sort().values, keep)
 
 
 @pytest.mark.parametrize("shape", [(15, 17, 64, 3), (4, 9, 32, 8), (6, 2, 20, 5), (3, 5, 48, 70)])

@@ -56,10 +56,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("end"), py::arg("tau"), py::arg("k"), py::arg("alpha_thre"),
         py::arg("early_stop_eps"));
   m.def("mlp_forward", &switchnerf::mlp_forward,
-        "Two-layer MLP inference: w2 relu(w1 (row_scale * x) + b1 + hidden_bias[bias_index])"
-        " + b2 -> [M, O]",
+        "Two-layer MLP inference: w2 relu(w1 [x_pre, row_scale * x] + b1"
+        " + hidden_bias[bias_index]) + b2 -> [M, O]",
         py::arg("x"), py::arg("row_scale"), py::arg("w1"), py::arg("b1"), py::arg("w2"),
-        py::arg("b2"), py::arg("hidden_bias") = py::none(), py::arg("bias_index") = py::none());
+        py::arg("b2"), py::arg("hidden_bias") = py::none(), py::arg("bias_index") = py::none(),
+        py::arg("x_pre") = py::none());
   m.def("adam_sparse_step", &switchnerf::adam_sparse_step,
         "Lazy Adam step of a hash table [R, F]: rows with a non-zero gradient catch up on "
         "their skipped steps, then step; grad None flushes every row -> rows updated",

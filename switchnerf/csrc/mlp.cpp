@@ -10,14 +10,24 @@ at::Tensor mlp_forward(const at::Tensor& x, const c10::optional<at::Tensor>& row
                        const at::Tensor& w1, const c10::optional<at::Tensor>& b1,
                        const at::Tensor& w2, const c10::optional<at::Tensor>& b2,
                        const c10::optional<at::Tensor>& hidden_bias,
-                       const c10::optional<at::Tensor>& bias_index) {
+                       const c10::optional<at::Tensor>& bias_index,
+                       const c10::optional<at::Tensor>& x_pre) {
   const char* op = "mlp_forward";
   const at::Device cpu(at::kCPU);
   check_tensor(x, op, "x", at::kFloat, 2, cpu);
   check_tensor(w1, op, "w1", at::kFloat, 2, cpu);
   check_tensor(w2, op, "w2", at::kFloat, 2, cpu);
-  const int64_t M = x.size(0), I = x.size(1), H = w1.size(0), O = w2.size(0);
-  check_size(w1, op, "w1", 1, I, "input width of x");
+  const int64_t M = x.size(0), H = w1.size(0), O = w2.size(0);
+  int64_t P = 0;
+  const float* prep = nullptr;
+  if (x_pre.has_value()) {
+    check_tensor(*x_pre, op, "x_pre", at::kFloat, 2, cpu);
+    check_size(*x_pre, op, "x_pre", 0, M, "rows of x");
+    P = x_pre->size(1);
+    prep = x_pre->data_ptr<float>();
+  }
+  const int64_t I = P + x.size(1);
+  check_size(w1, op, "w1", 1, I, "input width of x_pre and x together");
   check_size(w2, op, "w2", 1, H, "rows of w1 (hidden width)");
   const float* scale = nullptr;
   if (row_scale.has_value()) {
@@ -62,8 +72,8 @@ at::Tensor mlp_forward(const at::Tensor& x, const c10::optional<at::Tensor>& row
   const at::Tensor w1t = w1.t().contiguous();  // [I, H]
   at::Tensor y = at::empty({M, O}, x.options());
   const MlpLayers L{w1t.data_ptr<float>(), b1p, biasp, indexp, w2t.data_ptr<float>(),
-                   b2p.data_ptr<float>(), I, H, O, OP};
-  if (M > 0) mlp_forward_cpu(L, x.data_ptr<float>(), scale, y.data_ptr<float>(), M);
+                   b2p.data_ptr<float>(), I, H, O, OP, P};
+  if (M > 0) mlp_forward_cpu(L, prep, x.data_ptr<float>(), scale, y.data_ptr<float>(), M);
   return y;
 }
 

@@ -1,7 +1,7 @@
 // Inference of the field's small MLPs, CPU kernel (torch-free; the host part mlp.cpp checks
 // the arguments, transposes and pads the weights):
-//   y = W2 relu(W1 (s * x) + b1 + B[index]) + b2
-// for every row, in one pass over the batch with no intermediate tensors in memory. The
+//   y = W2 relu(W1 [p, s * x] + b1 + B[index]) + b2
+// for every row (p: optional unscaled leading input columns, s: optional row scale), in one pass over the batch with no intermediate tensors in memory. The
 // optional per-row hidden bias B[index[r]] ([R, H] rows gathered by index [M]) lets a caller
 // fold inputs that are constant along a ray (view-direction encoding, appearance) into one
 // bias per ray instead of widening every sample's input.
@@ -28,11 +28,13 @@ struct MlpLayers {
   const float* w2t;    // [H, OP] (W2 transposed, columns zero-padded to OP)
   const float* b2;     // [OP] zero-padded (never null)
   int64_t I, H, O, OP;
+  int64_t P;           // leading input columns read from x_pre, unscaled (0: none)
 };
 
-// y [M, O] = W2 relu(W1 (scale * x) + b1 + bias[bias_index]) + b2 for x [M, I] and an
-// optional scale [M] (null: 1); OpenMP over blocks of rows.
-void mlp_forward_cpu(const MlpLayers& L, const float* x, const float* scale, float* y,
-                     int64_t M);
+// y [M, O] = W2 relu(W1 [x_pre, scale * x] + b1 + bias[bias_index]) + b2 for x_pre
+// [M, P] (null when P = 0), x [M, I - P] and an optional scale [M] (null: 1); OpenMP over
+// blocks of rows.
+void mlp_forward_cpu(const MlpLayers& L, const float* x_pre, const float* x, const float* scale,
+                     float* y, int64_t M);
 
 }  // namespace switchnerf

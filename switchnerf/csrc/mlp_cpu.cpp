@@ -124,9 +124,9 @@ void row_scalar(const MlpLayers& L, const float* xs, const float* bias_row, floa
   }
 }
 
-void mlp_rows(const MlpLayers& L, const float* x, const float* scale, float* y, int64_t begin,
-              int64_t end, Scratch& s) {
-  const int64_t I = L.I, O = L.O, OP = L.OP;
+void mlp_rows(const MlpLayers& L, const float* x_pre, const float* x, const float* scale, float* y,
+              int64_t begin, int64_t end, Scratch& s) {
+  const int64_t I = L.I, O = L.O, OP = L.OP, P = L.P, IX = I - P;
   const bool blocked = L.H % 16 == 0 && OP <= 16;
   for (int64_t r0 = begin; r0 < end; r0 += kRows) {
     const int n = int(std::min<int64_t>(kRows, end - r0));
@@ -134,7 +134,14 @@ void mlp_rows(const MlpLayers& L, const float* x, const float* scale, float* y, 
     for (int r = 0; r < kRows; ++r) {
       bias_rows[r] = (r < n && L.bias) ? L.bias + L.bias_index[r0 + r] * L.H : nullptr;
       const float sr = (r < n && scale) ? scale[r0 + r] : 1.0f;
-      for (int64_t i = 0; i < I; ++i) s.xs[r * I + i] = r < n ? sr * x[(r0 + r) * I + i] : 0.0f;
+      float* xs = s.xs.data() + r * I;
+      if (r >= n) {
+        std::fill(xs, xs + I, 0.0f);
+        continue;
+      }
+      if (P > 0) std::memcpy(xs, x_pre + (r0 + r) * P, sizeof(float) * size_t(P));
+      const float* own = x + (r0 + r) * IX;
+      for (int64_t i = 0; i < IX; ++i) xs[P + i] = sr * own[i];
     }
     if (!blocked) {
       for (int r = 0; r < n; ++r)
@@ -153,8 +160,8 @@ void mlp_rows(const MlpLayers& L, const float* x, const float* scale, float* y, 
 
 }  // namespace
 
-void mlp_forward_cpu(const MlpLayers& L, const float* xp, const float* scale, float* yp,
-                     int64_t M) {
+void mlp_forward_cpu(const MlpLayers& L, const float* x_pre, const float* xp, const float* scale,
+                     float* yp, int64_t M) {
   const int64_t n_tasks = (M + kRowsPerTask - 1) / kRowsPerTask;
 #pragma omp parallel if (n_tasks > 1)
   {
@@ -162,7 +169,7 @@ void mlp_forward_cpu(const MlpLayers& L, const float* xp, const float* scale, fl
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < n_tasks; ++t) {
       const int64_t begin = t * kRowsPerTask, end = std::min(M, begin + kRowsPerTask);
-      mlp_rows(L, xp, scale, yp, begin, end, s);
+      mlp_rows(L, x_pre, xp, scale, yp, begin, end, s);
     }
   }
 }

@@ -59,15 +59,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> front_to_
     double alpha_thre, double early_stop_eps);
 
 // Two-layer MLP inference (mlp.cpp), CPU:
-//   y = w2 relu(w1 (row_scale * x) + b1 + hidden_bias[bias_index]) + b2.
-// x [M, I], row_scale [M] or None, w1 [H, I], b1 [H] or None, w2 [O, H], b2 [O] or None,
-// hidden_bias [R, H] and bias_index int64 [M] (values in [0, R)) or both None; float32.
-// Returns [M, O].
+//   y = w2 relu(w1 [x_pre, row_scale * x] + b1 + hidden_bias[bias_index]) + b2.
+// x [M, I - P], row_scale [M] or None, x_pre [M, P] (unscaled leading columns) or None,
+// w1 [H, I], b1 [H] or None, w2 [O, H], b2 [O] or None, hidden_bias [R, H] and bias_index
+// int64 [M] (values in [0, R)) or both None; float32. Returns [M, O].
 at::Tensor mlp_forward(const at::Tensor& x, const c10::optional<at::Tensor>& row_scale,
                        const at::Tensor& w1, const c10::optional<at::Tensor>& b1,
                        const at::Tensor& w2, const c10::optional<at::Tensor>& b2,
                        const c10::optional<at::Tensor>& hidden_bias,
-                       const c10::optional<at::Tensor>& bias_index);
+                       const c10::optional<at::Tensor>& bias_index,
+                       const c10::optional<at::Tensor>& x_pre);
 
 // Lazy Adam step for a hash table (adam_sparse.cpp), CPU: param/exp_avg/exp_avg_sq [R, F]
 // f32, grad [R, F] f32 or None (flush every row to `step`), last [R] i64, step_size and

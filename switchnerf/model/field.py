@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,7 @@ from switchnerf.moe.expert_parallel import ExpertParallelEncoder
 from switchnerf.moe.gate import FixedCellRouter, GateOutput, HashGate
 from switchnerf.moe.partition_init import PARTITION_UNITS
 from switchnerf.moe.routing import GATE_SCALES, capacity_keep_mask, gate_scale
-from switchnerf.ops.mlp import apply_mlp, apply_mlp_shared, make_mlp
+from switchnerf.ops.mlp import GroupedMLP, apply_mlp, make_mlp
 
 
 @dataclass
@@ -135,11 +136,10 @@ class SwitchField(nn.Module):
             kept = torch.ones_like(gate.expert_id, dtype=torch.bool)
         feats = self.experts.encode(x, gate.expert_id)  # [M, L_e*F]
         scale = gate_scale(gate.gate_value, self.cfg.routing.gate_scale) * kept  # [M]
-        if self.shared is None:
-            h = apply_mlp(self.head, feats, scale)
-        else:  # [M, S*F] shared, then [M, L_e*F] gate-scaled expert features
-            scaled = feats * scale.unsqueeze(-1).to(feats.dtype)
-            h = apply_mlp(self.head, torch.cat([self.shared(x).to(feats.dtype), scaled], -1))
+        # head input: [M, S*F] shared grid features (if any), then [M, L_e*F] gate-scaled
+        # expert features
+        prefix = None if self.shared is None else self.shared(x).to(feats.dtype)
+        h = apply_mlp(self.head, feats, scale, prefix=prefix)
         sigma = density_activation(self.cfg.head.density_activation, h[:, 0].float())
         return Geometry(sigma, h[:, 1:], gate, kept)
 
@@ -198,12 +198,25 @@ class SwitchField(nn.Module):
         ray_index int64 [M] (the ray of each sample), ray_image_index [N] or None (the mean
         appearance). The view encoding and appearance are evaluated per ray, and on the CPU
         without gradients their share of the colour MLP's first layer too."""
+        return self.color_of_rays(ray_directions, ray_image_index, dtype=geo.dtype)(geo, ray_index)
+
+    def color_of_rays(self, ray_directions: torch.Tensor,
+                      ray_image_index: torch.Tensor | None = None, *,
+                      dtype: torch.dtype = torch.float32
+                      ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The colour head with the per-ray inputs of N rays prepared once: returns
+        ``f(geo [M, G], ray_index int64 [M]) -> rgb [M, 3]``, equal to :meth:`rgb_of_rays`
+        (for calls on successive subsets of the rays' samples: the front-to-back rounds)."""
         n = ray_directions.shape[0]
-        parts = [self.dir_encoding(ray_directions).to(geo.dtype)]
+        parts = [self.dir_encoding(ray_directions).to(dtype)]
         if self.appearance is not None:
-            parts.append(self.appearance_for(ray_image_index, n, geo.device).to(geo.dtype))
-        shared = torch.cat(parts, dim=-1)  # [N, S + A]
-        return torch.sigmoid(apply_mlp_shared(self.color, geo, shared, ray_index).float())
+            parts.append(self.appearance_for(ray_image_index, n, ray_directions.device).to(dtype))
+        head = GroupedMLP(self.color, torch.cat(parts, dim=-1), self.cfg.head.geo_features)
+
+        def rgb(geo: torch.Tensor, ray_index: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(head(geo, ray_index).float())
+
+        return rgb
 
     def forward(self, x: torch.Tensor, directions: torch.Tensor,
                 image_index: torch.Tensor | None = None) -> FieldOutput:

@@ -106,7 +106,7 @@ class HashGate(nn.Module):
     def forward(self, x: torch.Tensor) -> GateOutput:
         feats = self.encoding(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            logits = apply_mlp(self.mlp, torch.cat([feats.float(), 2.0 * x.float() - 1.0], dim=-1))
+            logits = apply_mlp(self.mlp, 2.0 * x.float() - 1.0, prefix=feats.float())
             if not torch.is_grad_enabled():
                 # top-1 of softmax(logits) without forming it: the argmax of the logits,
                 # and max softmax = 1 / sum(exp(logits - max)).

@@ -9,8 +9,10 @@ rounding apart (tests compare the two).
 
 Where the trailing input columns are shared by groups of rows (the view-direction encoding
 and appearance embedding are the same for every sample of a ray), ``apply_mlp_shared``
-takes them once per group: their product with the first layer becomes a per-group hidden
-bias, and each row only multiplies its own columns.
+(and ``GroupedMLP`` over many calls) takes them once per group: their product with the first
+layer becomes a per-group hidden bias, and each row only multiplies its own columns. Leading
+unscaled columns (``apply_mlp``'s ``prefix``: the shared grid's features before the
+gate-scaled expert features) are read in place, without a concatenated copy.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["apply_mlp", "apply_mlp_shared", "make_mlp"]
+__all__ = ["GroupedMLP", "apply_mlp", "apply_mlp_shared", "make_mlp"]
 
 
 def make_mlp(n_in: int, hidden: int, n_out: int, layers: int, *, bias_out: bool = True
@@ -50,9 +52,10 @@ def _fusable(mlp: nn.Sequential, x: torch.Tensor) -> bool:
 
 def _fused_forward(mlp: nn.Sequential, x: torch.Tensor, w1: torch.Tensor,
                    row_scale: torch.Tensor | None = None, hidden_bias: torch.Tensor | None = None,
-                   index: torch.Tensor | None = None) -> torch.Tensor:
+                   index: torch.Tensor | None = None, prefix: torch.Tensor | None = None
+                   ) -> torch.Tensor:
     """The native ``mlp_forward`` with ``mlp``'s biases and second layer, first-layer weight
-    ``w1`` [H, I] (all of ``mlp[0]``'s, or the columns that multiply ``x``)."""
+    ``w1`` [H, I] (all of ``mlp[0]``'s, or the columns that multiply ``prefix`` and ``x``)."""
     from switchnerf.ops import load_native
 
     first, last = mlp[0], mlp[2]
@@ -61,36 +64,63 @@ def _fused_forward(mlp: nn.Sequential, x: torch.Tensor, w1: torch.Tensor,
         None if first.bias is None else first.bias.detach().contiguous(),
         last.weight.detach().contiguous(),
         None if last.bias is None else last.bias.detach().contiguous(),
-        hidden_bias, index)
+        hidden_bias, index, None if prefix is None else prefix.contiguous())
 
 
-def apply_mlp(mlp: nn.Sequential, x: torch.Tensor, row_scale: torch.Tensor | None = None
-              ) -> torch.Tensor:
-    """``mlp(x * row_scale[:, None])`` for x [M, I] and an optional row_scale [M].
+def apply_mlp(mlp: nn.Sequential, x: torch.Tensor, row_scale: torch.Tensor | None = None, *,
+              prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """``mlp(cat([prefix, x * row_scale[:, None]], -1))`` for x [M, I], an optional row_scale
+    [M] and optional unscaled leading columns prefix [M, P] (same dtype as x).
 
     Uses the native fused op when no gradient is recorded, x is a float32 CPU tensor, the
-    MLP has one hidden layer and the native ops are available; else the torch layers.
+    MLP has one hidden layer and the native ops are available (neither the scaled copy nor
+    the concatenation is then formed); else the torch layers.
     """
-    if _fusable(mlp, x):
+    if _fusable(mlp, x) and (prefix is None or (prefix.device == x.device
+                                                and prefix.dtype == x.dtype)):
         scale = None if row_scale is None else row_scale.to(torch.float32).contiguous()
-        return _fused_forward(mlp, x, mlp[0].weight.detach(), row_scale=scale)
+        return _fused_forward(mlp, x, mlp[0].weight.detach(), row_scale=scale, prefix=prefix)
     if row_scale is not None:
         x = x * row_scale.unsqueeze(-1).to(x.dtype)
+    if prefix is not None:
+        x = torch.cat([prefix.to(x.dtype), x], dim=-1)
     return mlp(x)
+
+
+class GroupedMLP:
+    """``mlp(cat([x, shared[index]], -1))`` for many calls with the same ``shared`` [R, S]
+    (rows of x [M, I] belong to groups ``index`` int64 [M]; the view encoding and appearance
+    of a ray are the same for all its samples).
+
+    With the native op (same conditions as :func:`apply_mlp`) the first layer's product
+    with ``shared`` is computed once, here ([R, H]), and added to each row's hidden layer
+    in every call; the result equals the concatenated form to float32 rounding. Otherwise
+    each call concatenates.
+    """
+
+    def __init__(self, mlp: nn.Sequential, shared: torch.Tensor, n_own: int) -> None:
+        self.mlp = mlp
+        self.shared = shared
+        self.n_own = int(n_own)
+        self.hidden_bias: torch.Tensor | None = None
+        if _fusable(mlp, shared):
+            w = mlp[0].weight.detach()
+            self.w_own = w[:, :self.n_own].contiguous()
+            self.hidden_bias = (shared @ w[:, self.n_own:].t()).contiguous()  # [R, H]
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.n_own:
+            raise ValueError(f"GroupedMLP: x has {x.shape[1]} columns, expected {self.n_own}")
+        if self.hidden_bias is not None and _fusable(self.mlp, x):
+            return _fused_forward(self.mlp, x, self.w_own, hidden_bias=self.hidden_bias,
+                                  index=index.to(torch.long).contiguous())
+        return self.mlp(torch.cat([x, self.shared[index].to(x.dtype)], dim=-1))
 
 
 def apply_mlp_shared(mlp: nn.Sequential, x: torch.Tensor, shared: torch.Tensor,
                      index: torch.Tensor) -> torch.Tensor:
-    """``mlp(cat([x, shared[index]], -1))`` for x [M, I], shared [R, S], index int64 [M].
-
-    With the native op (same conditions as ``apply_mlp``) the first layer's product with
-    ``shared`` is computed once per group ([R, H]) and added to each row's hidden layer; the
-    result equals the concatenated form to float32 rounding. Otherwise the concatenation.
-    """
-    if _fusable(mlp, x) and shared.device == x.device:
-        n_own = x.shape[1]
-        w = mlp[0].weight.detach()
-        hidden_bias = shared.to(x.dtype) @ w[:, n_own:].t()  # [R, H]
-        return _fused_forward(mlp, x, w[:, :n_own], hidden_bias=hidden_bias.contiguous(),
-                              index=index.to(torch.long).contiguous())
-    return mlp(torch.cat([x, shared[index].to(x.dtype)], dim=-1))
+    """``mlp(cat([x, shared[index]], -1))`` for x [M, I], shared [R, S], index int64 [M]
+    (one call of :class:`GroupedMLP`)."""
+    if shared.device == x.device:
+        shared = shared.to(x.dtype)
+    return GroupedMLP(mlp, shared, x.shape[1])(x, index)

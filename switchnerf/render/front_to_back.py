@@ -31,6 +31,7 @@ __all__ = ["ROUND_SIZES", "RenderCancelled", "evaluate_front_to_back"]
 ROUND_SIZES = (8, 4, 4, 8, 16, 32, 64)
 
 SampleFn = Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]]
+FinishFn = Callable[[Tensor, dict[str, Tensor]], dict[str, Tensor]]
 
 
 class RenderCancelled(Exception):
@@ -47,7 +48,8 @@ def _rows(value: Tensor, rows: Tensor) -> Tensor:
 def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor,
                            n_rays: int, *, alpha_thre: float, early_stop_eps: float,
                            round_sizes: Sequence[int] = ROUND_SIZES,
-                           should_stop: Callable[[], bool] | None = None
+                           should_stop: Callable[[], bool] | None = None,
+                           finish: FinishFn | None = None
                            ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Evaluate ``fn`` on the visible packed samples, front to back, without gradients.
 
@@ -62,10 +64,15 @@ def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_i
             sample is ``< early_stop_eps``; 0 evaluates every sample.
         round_sizes: samples per ray per round; the last repeats.
         should_stop: polled before every round; ``True`` raises :class:`RenderCancelled`.
+        finish: ``(idx_vis [k] int64, extras_vis) -> kept`` applied in every round to its
+            visible samples (their packed indices and their extras); what it returns is
+            kept instead of the extras (the renderer computes the colour there, so that
+            only rgb [k, 3], not the geometry features, is carried and reordered).
 
     Returns:
         keep int64 [K] (ascending indices of the visible samples), sigma [K] and
-        ``extras`` restricted to them ([K, ...]), in the packed order.
+        ``extras`` (or ``finish``'s outputs) restricted to them ([K, ...]), in the packed
+        order.
     """
     if any(k < 1 for k in round_sizes) or not round_sizes:
         raise ValueError(f"round_sizes must be positive, got {tuple(round_sizes)}")
@@ -88,10 +95,14 @@ def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_i
             sigma = sigma.reshape(-1).to(torch.float32)
             vis, state = round_update(state, idx, sigma, dt, k, alpha_thre=alpha_thre,
                                       early_stop_eps=early_stop_eps)
-            keep_parts.append(idx.index_select(0, vis))
+            idx_vis = idx.index_select(0, vis)
+            keep_parts.append(idx_vis)
             sigma_parts.append(sigma.index_select(0, vis))
-            for name, value in extras.items():
-                extra_parts.setdefault(name, []).append(_rows(value, vis))
+            kept = {name: _rows(value, vis) for name, value in extras.items()}
+            if finish is not None:
+                kept = finish(idx_vis, kept)
+            for name, value in kept.items():
+                extra_parts.setdefault(name, []).append(value)
     if not keep_parts:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, torch.zeros(0, device=device), {}

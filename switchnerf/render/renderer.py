@@ -206,13 +206,19 @@ class Renderer:
             return g.sigma, {"geo": g.geo, "expert_id": g.gate.expert_id,
                              "gate_value": g.gate.gate_value, "kept": g.kept}
 
+        color = field.color_of_rays(rays.directions, image_index)
+
+        def with_color(idx_vis, ex):  # colour of each round's visible samples: keep rgb, not geo
+            rgb = color(ex.pop("geo"), marched_rays.index_select(0, idx_vis))
+            return {"rgb": rgb, **ex}
+
         keep, sigma, ex = evaluate_front_to_back(
             geometry, samples.t_starts, samples.t_ends, marched_rays, len(rays),
             alpha_thre=cfg.alpha_thre, early_stop_eps=cfg.early_stop_eps,
-            should_stop=should_stop)
+            should_stop=should_stop, finish=with_color)
         ri = marched_rays.index_select(0, keep)
         if keep.numel():
-            rgb = field.rgb_of_rays(ex["geo"], rays.directions, ri, image_index)
+            rgb = ex["rgb"]
         else:
             rgb = sigma.new_zeros(0, 3)
             ex = {"expert_id": ri.clone(), "gate_value": sigma.clone(), "kept": ri.bool()}
