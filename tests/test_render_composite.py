@@ -179,3 +179,47 @@ def test_composite_is_a_segment_sum():
                          [0.5 + 1.25 + 0.875, 1.0 + 1.5 + 1.0], [0.0, 0.0]])
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(composite(weights, values[:, 0], ray_indices, 4), want[:, 0])
+
+
+@pytest.mark.parametrize("with_background", [True, False])
+def test_composite_rays_native_equals_render_packed(native, with_background):
+    from switchnerf.render.composite import composite_rays
+
+    counts = [0, 5, 1, 30, 0, 12, 7, 3]
+    t_starts, t_ends, sigmas, ray_indices = _packed(counts, seed=5)
+    sigmas[ray_indices == 6] = 0.0  # a ray of zero weights: expert map -1
+    m, n = ray_indices.numel(), len(counts)
+    g = torch.Generator().manual_seed(6)
+    rgb, values = torch.rand(m, 3, generator=g), torch.rand(m, 2, generator=g)
+    expert_ids = torch.randint(0, 8, (m,), generator=g)
+    expert_ids[3] = expert_ids[4] = 5
+    sigmas[3] = sigmas[4] = 0.0  # ties in weight are broken by the first sample
+    background = torch.tensor([0.2, 0.4, 0.9]) if with_background else None
+    with torch.no_grad():
+        out = composite_rays(t_starts, t_ends, ray_indices, n, rgb, sigmas,
+                             expert_ids=expert_ids, values=values, background_rgb=background)
+        ref = render_packed(t_starts, t_ends, ray_indices, n, rgb, sigmas,
+                            expert_ids=expert_ids, background_rgb=background)
+        ref_values = composite(ref["weights"], values, ray_indices, n)
+    for key in ("rgb", "opacity", "depth", "weights"):
+        assert torch.allclose(out[key], ref[key], atol=1e-6, rtol=1e-6), key
+    assert torch.allclose(out["values"], ref_values, atol=1e-6, rtol=1e-6)
+    assert torch.equal(out["expert_map"], ref["expert_map"])
+    assert torch.equal(out["n_samples"], ref["n_samples"])
+    assert out["expert_map"][6] == -1 and out["expert_map"][0] == -1
+    empty = composite_rays(t_starts[:0], t_ends[:0], ray_indices[:0], 3, rgb[:0], sigmas[:0],
+                           expert_ids=expert_ids[:0], values=values[:0])
+    assert torch.equal(empty["expert_map"], torch.full((3,), -1))
+    assert empty["rgb"].shape == (3, 3) and not empty["opacity"].any()
+
+
+def test_composite_rays_with_gradients_is_render_packed():
+    from switchnerf.render.composite import composite_rays
+
+    t_starts, t_ends, sigmas, ray_indices = _packed([4, 2], seed=8)
+    sigmas.requires_grad_(True)
+    rgb = torch.rand(6, 3)
+    out = composite_rays(t_starts, t_ends, ray_indices, 2, rgb, sigmas,
+                         expert_ids=torch.zeros(6, dtype=torch.long), values=torch.ones(6, 1))
+    out["rgb"].sum().backward()  # the torch path keeps the graph
+    assert sigmas.grad is not None and torch.allclose(out["values"][:, 0], out["opacity"])

@@ -37,6 +37,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Packed volume-rendering weights: -> (weights, transmittance, alphas) [S]",
         py::arg("t_starts"), py::arg("t_ends"), py::arg("sigmas"), py::arg("ray_indices"),
         py::arg("n_rays"));
+  m.def("composite_rays_forward", &switchnerf::composite_rays_forward,
+        "Inference compositing: -> (weights [S], sums [N, C] of w * values, opacity [N], "
+        "depth [N], best sample [N] or -1)",
+        py::arg("t_starts"), py::arg("t_ends"), py::arg("sigmas"), py::arg("ray_indices"),
+        py::arg("n_rays"), py::arg("values"));
   m.def("render_weights_backward", &switchnerf::render_weights_backward,
         "Gradients of render_weights_forward: -> (grad_sigmas, grad_t_starts, grad_t_ends)",
         py::arg("grad_weights"), py::arg("grad_transmittance"), py::arg("grad_alphas"),

@@ -30,6 +30,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> render_weights_forward(
     const at::Tensor& t_starts, const at::Tensor& t_ends, const at::Tensor& sigmas,
     const at::Tensor& ray_indices, int64_t n_rays);
 
+// Inference compositing of packed samples (render_weights.cpp), CPU, no gradients:
+// values [S, C] f32. Returns (weights [S], sums [N, C] of w * values, opacity [N],
+// depth [N] of w * t_mid, best [N] i64: each ray's first sample of the highest positive
+// weight or -1).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_rays_forward(
+    const at::Tensor& t_starts, const at::Tensor& t_ends, const at::Tensor& sigmas,
+    const at::Tensor& ray_indices, int64_t n_rays, const at::Tensor& values);
+
 // Gradients of render_weights_forward w.r.t. (sigmas, t_starts, t_ends), each [S].
 std::tuple<at::Tensor, at::Tensor, at::Tensor> render_weights_backward(
     const at::Tensor& grad_weights, const at::Tensor& grad_transmittance,

@@ -62,6 +62,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> render_weights_forward(
   return {weights, transmittance, alphas};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_rays_forward(
+    const at::Tensor& t_starts, const at::Tensor& t_ends, const at::Tensor& sigmas,
+    const at::Tensor& ray_indices, int64_t n_rays, const at::Tensor& values) {
+  const char* op = "composite_rays_forward";
+  const PackedArgs a = check_packed(op, t_starts, t_ends, sigmas, ray_indices, n_rays);
+  check_tensor(values, op, "values", at::kFloat, 2, at::Device(at::kCPU));
+  check_size(values, op, "values", 0, a.n_samples, "one row per sample");
+  const int64_t C = values.size(1);
+  at::Tensor weights = at::empty({a.n_samples}, sigmas.options());  // [S]
+  at::Tensor sums = at::zeros({n_rays, C}, sigmas.options());        // [N, C]
+  at::Tensor opacity = at::zeros({n_rays}, sigmas.options());        // [N]
+  at::Tensor depth = at::zeros({n_rays}, sigmas.options());          // [N]
+  at::Tensor best = at::full({n_rays}, -1, ray_indices.options());   // [N]
+  if (a.n_samples == 0) return {weights, sums, opacity, depth, best};
+  composite_rays_cpu(a, checked_bounds(op, a), values.data_ptr<float>(), C,
+                     weights.data_ptr<float>(), sums.data_ptr<float>(),
+                     opacity.data_ptr<float>(), depth.data_ptr<float>(),
+                     best.data_ptr<int64_t>());
+  return {weights, sums, opacity, depth, best};
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> render_weights_backward(
     const at::Tensor& grad_weights, const at::Tensor& grad_transmittance,
     const at::Tensor& grad_alphas, const at::Tensor& t_starts, const at::Tensor& t_ends,

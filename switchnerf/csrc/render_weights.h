@@ -38,6 +38,15 @@ std::vector<int64_t> chunk_bounds(const PackedArgs& a);
 void render_weights_forward_cpu(const PackedArgs& a, const std::vector<int64_t>& begin,
                                 float* weights, float* transmittance, float* alphas);
 
+// Inference compositing in one pass per ray (no gradients): the weights w as
+// render_weights_forward computes them, and per ray r the sums over its samples s, in
+// sample order, of w * values[s, c] (sums [N, C]), of w (opacity [N]) and of
+// w * (t_start + t_end) / 2 (depth [N]); best [N]: the ray's first sample of the highest
+// positive weight, -1 when none has a positive weight.
+void composite_rays_cpu(const PackedArgs& a, const std::vector<int64_t>& begin,
+                        const float* values, int64_t n_values, float* weights, float* sums,
+                        float* opacity, float* depth, int64_t* best);
+
 // Gradients w.r.t. sigmas, t_starts, t_ends ([S] each) from the gradients of the three
 // outputs and the forward's transmittance.
 void render_weights_backward_cpu(const PackedArgs& a, const std::vector<int64_t>& begin,

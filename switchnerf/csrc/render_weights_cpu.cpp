@@ -50,6 +50,42 @@ void render_weights_forward_cpu(const PackedArgs& a, const std::vector<int64_t>&
   }
 }
 
+void composite_rays_cpu(const PackedArgs& a, const std::vector<int64_t>& begin,
+                        const float* values, int64_t n_values, float* weights, float* sums,
+                        float* opacity, float* depth, int64_t* best) {
+  const float* ts = a.t_starts;
+  const float* te = a.t_ends;
+  const float* sg = a.sigmas;
+  const int64_t C = n_values;
+#pragma omp parallel for schedule(dynamic, 256) if (a.n_samples > 32768)
+  for (int64_t r = 0; r < a.n_rays; ++r) {
+    double trans = 1.0;  // as render_weights_forward_cpu
+    float op = 0.0f, dp = 0.0f, w_best = 0.0f;
+    int64_t s_best = -1;
+    float* acc = sums + r * C;
+    for (int64_t c = 0; c < C; ++c) acc[c] = 0.0f;
+    for (int64_t s = begin[r]; s < begin[r + 1]; ++s) {
+      const float tau = sg[s] * (te[s] - ts[s]);
+      const double e = std::exp(-double(tau));
+      const float alpha = 1.0f - float(e);
+      const float w = float(trans) * alpha;
+      weights[s] = w;
+      trans *= e;
+      op += w;
+      dp += w * (0.5f * (ts[s] + te[s]));
+      const float* v = values + s * C;
+      for (int64_t c = 0; c < C; ++c) acc[c] += w * v[c];
+      if (w > w_best) {
+        w_best = w;
+        s_best = s;
+      }
+    }
+    opacity[r] = op;
+    depth[r] = dp;
+    best[r] = s_best;
+  }
+}
+
 void render_weights_backward_cpu(const PackedArgs& a, const std::vector<int64_t>& begin,
                                  const float* gw, const float* gt, const float* ga,
                                  const float* tr, float* gs, float* gts, float* gte) {

@@ -28,6 +28,7 @@ from switchnerf.ops.render_weights import (
 
 __all__ = [
     "composite",
+    "composite_rays",
     "exclusive_sum_per_ray",
     "packed_info",
     "render_packed",
@@ -131,3 +132,47 @@ def render_packed(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays:
         ids = torch.cat([expert_ids.to(torch.int64), best.new_full((1,), -1)])  # [M + 1]
         out["expert_map"] = ids[torch.where(best >= 0, best, best.new_full((), ids.numel() - 1))]
     return out
+
+
+def composite_rays(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays: int,
+                   rgb: Tensor, sigmas: Tensor, *, expert_ids: Tensor, values: Tensor,
+                   background_rgb: Tensor | None = None) -> dict[str, Tensor]:
+    """:func:`render_packed` for rendering without gradients, plus the per-ray composite of
+    more per-sample values; one native pass per ray on the CPU.
+
+    Args: as :func:`render_packed` (``expert_ids`` required), and values float32 [M, V].
+
+    Returns:
+        ``rgb``, ``opacity``, ``depth``, ``weights``, ``n_samples`` and ``expert_map`` as
+        :func:`render_packed` (no ``transmittance`` / ``alphas``), and ``values`` [N, V]:
+        ``composite(weights, values, ray_indices, n_rays)``. With the native op the sums
+        run in sample order in float32 (as ``index_add``), so they equal
+        :func:`render_packed`'s to float32 rounding.
+    """
+    if (torch.is_grad_enabled() or sigmas.is_cuda or sigmas.dtype != torch.float32
+            or not _native()):
+        out = render_packed(t_starts, t_ends, ray_indices, n_rays, rgb, sigmas,
+                            expert_ids=expert_ids, background_rgb=background_rgb)
+        out["values"] = composite(out["weights"], values, ray_indices, n_rays)
+        for key in ("transmittance", "alphas"):
+            del out[key]
+        return out
+    from switchnerf.ops import load_native
+
+    columns = torch.cat([rgb.to(torch.float32), values.to(torch.float32)], dim=1)  # [M, 3 + V]
+    weights, sums, opacity, depth, best = load_native().composite_rays_forward(
+        t_starts.contiguous(), t_ends.contiguous(), sigmas.contiguous(), ray_indices.contiguous(),
+        int(n_rays), columns.contiguous())
+    colour = sums[:, :3]
+    if background_rgb is not None:
+        colour = colour + (1.0 - opacity)[:, None] * background_rgb.expand(n_rays, 3)
+    ids = torch.cat([expert_ids.to(torch.int64), best.new_full((1,), -1)])  # [M + 1]
+    return {"rgb": colour, "opacity": opacity, "depth": depth, "weights": weights,
+            "n_samples": packed_info(ray_indices, n_rays)[1], "values": sums[:, 3:],
+            "expert_map": ids[torch.where(best >= 0, best, best.new_full((), ids.numel() - 1))]}
+
+
+def _native() -> bool:
+    from switchnerf.ops import native_available
+
+    return native_available()

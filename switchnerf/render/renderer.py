@@ -19,7 +19,7 @@ from torch import nn
 
 from switchnerf.config import SamplerConfig
 from switchnerf.render.box import BoxFrame
-from switchnerf.render.composite import composite, render_packed
+from switchnerf.render.composite import composite, composite_rays, render_packed
 from switchnerf.render.front_to_back import RenderCancelled, evaluate_front_to_back
 from switchnerf.render.occupancy import OccupancyGrid
 from switchnerf.render.outputs import RenderOutput, SampleOutput, weighted_mean
@@ -223,12 +223,14 @@ class Renderer:
             rgb = sigma.new_zeros(0, 3)
             ex = {"expert_id": ri.clone(), "gate_value": sigma.clone(), "kept": ri.bool()}
         background = field.background(rays.directions) if field.background is not None else None
-        result = render_packed(samples.t_starts.index_select(0, keep),
-                               samples.t_ends.index_select(0, keep), ri, len(rays), rgb, sigma,
-                               expert_ids=ex["expert_id"], background_rgb=background)
+        gate_value = ex["gate_value"]
+        result = composite_rays(samples.t_starts.index_select(0, keep),
+                                samples.t_ends.index_select(0, keep), ri, len(rays), rgb, sigma,
+                                expert_ids=ex["expert_id"], values=gate_value.float()[:, None],
+                                background_rgb=background)
         # probs: only the balance loss needs them, and only training computes it
-        return _assemble(result, ri, len(rays), ex["expert_id"], ex["gate_value"], ex["kept"],
-                         None)
+        return _assemble(result, ri, len(rays), ex["expert_id"], gate_value, ex["kept"], None,
+                         gate=result["values"][:, 0])
 
     @torch.no_grad()
     def render_chunked(self, rays: RayBatch, *, chunk: int | Callable[[], int] = RENDER_CHUNK,
@@ -288,12 +290,14 @@ class Renderer:
 
 
 def _assemble(result: dict, ray_indices, n_rays: int, expert_id, gate_value, kept,
-              probs) -> RenderOutput:
-    """The typed output of ``render_packed``'s dict and the field's per-sample values."""
+              probs, *, gate=None) -> RenderOutput:
+    """The typed output of ``render_packed``'s dict and the field's per-sample values;
+    gate: the composited gate value [N] when already computed."""
     weights = result["weights"]
     with torch.no_grad():
         w = weights.detach()
-        gate = composite(w, gate_value.detach().to(w.dtype), ray_indices, n_rays)  # [N]
+        if gate is None:
+            gate = composite(w, gate_value.detach().to(w.dtype), ray_indices, n_rays)  # [N]
         confidence = weighted_mean(gate, result["opacity"].detach())
     samples = SampleOutput(ray_indices, expert_id, gate_value, kept, weights, probs)
     return RenderOutput(result["rgb"], result["depth"], result["opacity"], result["expert_map"],
