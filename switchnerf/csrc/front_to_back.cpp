@@ -89,4 +89,39 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> front_to_
   return {vis, ray2, pos2, end2, tau2};
 }
 
+at::Tensor packed_points(const at::Tensor& origins, const at::Tensor& dirs,
+                         const at::Tensor& ray_indices, const at::Tensor& t_starts,
+                         const at::Tensor& t_ends, const at::Tensor& idx) {
+  const char* op = "packed_points";
+  const at::Device cpu(at::kCPU);
+  check_tensor(origins, op, "origins", at::kFloat, 2, cpu);
+  const int64_t N = origins.size(0);
+  check_size(origins, op, "origins", 1, 3, "x, y, z");
+  check_tensor(dirs, op, "dirs", at::kFloat, 2, cpu);
+  check_size(dirs, op, "dirs", 0, N, "rows of origins");
+  check_size(dirs, op, "dirs", 1, 3, "x, y, z");
+  check_tensor(ray_indices, op, "ray_indices", at::kLong, 1, cpu);
+  const int64_t M = ray_indices.size(0);
+  check_tensor(t_starts, op, "t_starts", at::kFloat, 1, cpu);
+  check_size(t_starts, op, "t_starts", 0, M, "one value per sample");
+  check_tensor(t_ends, op, "t_ends", at::kFloat, 1, cpu);
+  check_size(t_ends, op, "t_ends", 0, M, "one value per sample");
+  check_tensor(idx, op, "idx", at::kLong, 1, cpu);
+  const int64_t m = idx.size(0);
+  const int64_t* ip = idx.data_ptr<int64_t>();
+  const int64_t* rp = ray_indices.data_ptr<int64_t>();
+  for (int64_t j = 0; j < m; ++j) {
+    TORCH_CHECK(ip[j] >= 0 && ip[j] < M, op, ": idx[", j, "] = ", ip[j], " is outside [0, ",
+                M, ")");
+    TORCH_CHECK(rp[ip[j]] >= 0 && rp[ip[j]] < N, op, ": ray_indices[", ip[j], "] = ",
+                rp[ip[j]], " is outside [0, ", N, ")");
+  }
+  at::Tensor pts = at::empty({m, 3}, origins.options());
+  if (m > 0)
+    packed_points_cpu(origins.data_ptr<float>(), dirs.data_ptr<float>(), rp,
+                      t_starts.data_ptr<float>(), t_ends.data_ptr<float>(), ip, m,
+                      pts.data_ptr<float>());
+  return pts;
+}
+
 }  // namespace switchnerf

@@ -73,4 +73,11 @@ RoundPlan round_update_plan(const RoundState& s, const RoundArgs& a, std::vector
 void round_update_write(const RoundState& s, const RoundPlan& p, int64_t* vis, int64_t* ray,
                         int64_t* pos, int64_t* end, double* tau);
 
+// pts [m, 3] = origins[ray[idx_j]] + t_mid * dirs[ray[idx_j]], t_mid = 0.5 * (t_start + t_end)
+// of sample idx_j, in float32 as the torch expression (no FMA): the points a round
+// evaluates. origins, dirs [N, 3]; ray, t_start, t_end [M]; idx [m].
+void packed_points_cpu(const float* origins, const float* dirs, const int64_t* ray,
+                       const float* t_start, const float* t_end, const int64_t* idx, int64_t m,
+                       float* pts);
+
 }  // namespace switchnerf

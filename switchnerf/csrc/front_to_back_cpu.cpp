@@ -103,4 +103,19 @@ void round_update_write(const RoundState& s, const RoundPlan& p, int64_t* vis, i
   }
 }
 
+void packed_points_cpu(const float* origins, const float* dirs, const int64_t* ray,
+                       const float* t_start, const float* t_end, const int64_t* idx, int64_t m,
+                       float* pts) {
+#pragma omp parallel for schedule(static) if (m > 65536)
+  for (int64_t j = 0; j < m; ++j) {
+    const int64_t s = idx[j];
+    const int64_t r = ray[s];
+    const float mid = 0.5f * (t_start[s] + t_end[s]);
+    for (int c = 0; c < 3; ++c) {
+      const float md = mid * dirs[3 * r + c];
+      pts[3 * j + c] = origins[3 * r + c] + md;
+    }
+  }
+}
+
 }  // namespace switchnerf

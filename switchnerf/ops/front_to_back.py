@@ -30,8 +30,8 @@ from torch import Tensor
 
 from switchnerf.ops import load_native, native_available
 
-__all__ = ["RoundState", "round_start", "round_take", "round_take_torch", "round_update",
-           "round_update_torch"]
+__all__ = ["RoundState", "packed_points", "packed_points_torch", "round_start", "round_take",
+           "round_take_torch", "round_update", "round_update_torch"]
 
 
 class RoundState(NamedTuple):
@@ -123,3 +123,24 @@ def round_update(state: RoundState, idx: Tensor, sigma: Tensor, dt: Tensor, k: i
         return vis, RoundState(*rest)
     return round_update_torch(state, idx, sigma, dt, k, alpha_thre=alpha_thre,
                               early_stop_eps=early_stop_eps)
+
+
+def packed_points_torch(origins: Tensor, dirs: Tensor, ray_indices: Tensor, t_starts: Tensor,
+                        t_ends: Tensor, idx: Tensor) -> Tensor:
+    """The points [m, 3] of packed samples ``idx``: ``origins[r] + t_mid * dirs[r]`` with
+    ``r = ray_indices[idx]`` and ``t_mid = 0.5 * (t_starts + t_ends)[idx]`` (twin of the
+    native op; origins, dirs float32 [N, 3], ray_indices int64 [M], t_* float32 [M])."""
+    r = ray_indices.index_select(0, idx)
+    mids = 0.5 * (t_starts.index_select(0, idx) + t_ends.index_select(0, idx))
+    return origins.index_select(0, r) + mids[:, None] * dirs.index_select(0, r)
+
+
+def packed_points(origins: Tensor, dirs: Tensor, ray_indices: Tensor, t_starts: Tensor,
+                  t_ends: Tensor, idx: Tensor) -> Tensor:
+    """:func:`packed_points_torch` in one native pass on CPU tensors when it is built."""
+    if (origins.device.type == "cpu" and origins.dtype == torch.float32
+            and dirs.dtype == torch.float32 and native_available()):
+        return load_native().packed_points(origins.contiguous(), dirs.contiguous(),
+                                           ray_indices.contiguous(), t_starts.contiguous(),
+                                           t_ends.contiguous(), idx.contiguous())
+    return packed_points_torch(origins, dirs, ray_indices, t_starts, t_ends, idx)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from switchnerf.config import SamplerConfig
+from switchnerf.ops.front_to_back import packed_points
 from switchnerf.render.box import BoxFrame
 from switchnerf.render.composite import composite, composite_rays, render_packed
 from switchnerf.render.front_to_back import RenderCancelled, evaluate_front_to_back
@@ -197,12 +198,10 @@ class Renderer:
                              step_size=self.step_size, stratified=stratified,
                              max_samples_per_ray=cfg.max_samples_per_ray, generator=generator)
         marched_rays = samples.ray_indices
-        mids = 0.5 * (samples.t_starts + samples.t_ends)
 
         def geometry(idx):
-            r = marched_rays.index_select(0, idx)
-            g = field.geometry(o_unit.index_select(0, r)
-                               + mids.index_select(0, idx)[:, None] * d_unit.index_select(0, r))
+            g = field.geometry(packed_points(o_unit, d_unit, marched_rays, samples.t_starts,
+                                             samples.t_ends, idx))
             return g.sigma, {"geo": g.geo, "expert_id": g.gate.expert_id,
                              "gate_value": g.gate.gate_value, "kept": g.kept}
 
