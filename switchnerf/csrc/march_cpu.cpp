@@ -114,6 +114,11 @@ int64_t march_one(const float* origins, const float* dirs, const float* base, co
   int64_t k_begin, k_end;
   ray_steps(o, d, base[n], far[n], step, k_begin, k_end);
   const double b = double(base[n]);
+  // Reciprocals for the skip estimates below (the estimate only proposes a step; the check
+  // after it decides, so its rounding does not change the samples).
+  const double inv_step = 1.0 / step;
+  double inv_d[3];
+  for (int a = 0; a < 3; ++a) inv_d[a] = d[a] == 0.0f ? 0.0 : 1.0 / double(d[a]);
   int64_t kept = 0;
   int64_t k = k_begin;
   while (k < k_end) {
@@ -145,11 +150,11 @@ int64_t march_one(const float* origins, const float* dirs, const float* base, co
     for (int a = 0; a < 3; ++a) {
       if (d[a] == 0.0f) continue;
       const double face = double(d[a] > 0.0f ? hi[a] : lo[a]) / double(grid.r[a]);
-      t_leave = std::min(t_leave, (face - double(o[a])) / double(d[a]));
+      t_leave = std::min(t_leave, (face - double(o[a])) * inv_d[a]);
     }
     int64_t next = k + 1;
     if (std::isfinite(t_leave)) {
-      const double kk = std::ceil((t_leave - b) / step - 0.5);
+      const double kk = std::ceil((t_leave - b) * inv_step - 0.5);
       next = kk >= double(k_end) ? k_end : std::max(int64_t(kk), k + 1);
     } else {
       next = k_end;
