@@ -47,7 +47,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("logits"));
   m.def("composite_rays_forward", &switchnerf::composite_rays_forward,
         "Inference compositing: -> (weights [S], sums [N, C] of w * values, opacity [N], "
-        "depth [N], best sample [N] or -1)",
+        "depth [N], best sample [N] or -1, samples per ray [N])",
         py::arg("t_starts"), py::arg("t_ends"), py::arg("sigmas"), py::arg("ray_indices"),
         py::arg("n_rays"), py::arg("values"));
   m.def("render_weights_backward", &switchnerf::render_weights_backward,

@@ -44,8 +44,9 @@ std::tuple<at::Tensor, at::Tensor> top1_softmax(const at::Tensor& logits);
 // Inference compositing of packed samples (render_weights.cpp), CPU, no gradients:
 // values [S, C] f32. Returns (weights [S], sums [N, C] of w * values, opacity [N],
 // depth [N] of w * t_mid, best [N] i64: each ray's first sample of the highest positive
-// weight or -1).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_rays_forward(
+// weight or -1, count [N] i64: samples per ray).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+composite_rays_forward(
     const at::Tensor& t_starts, const at::Tensor& t_ends, const at::Tensor& sigmas,
     const at::Tensor& ray_indices, int64_t n_rays, const at::Tensor& values);
 

@@ -62,7 +62,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> render_weights_forward(
   return {weights, transmittance, alphas};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite_rays_forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+composite_rays_forward(
     const at::Tensor& t_starts, const at::Tensor& t_ends, const at::Tensor& sigmas,
     const at::Tensor& ray_indices, int64_t n_rays, const at::Tensor& values) {
   const char* op = "composite_rays_forward";
@@ -75,12 +76,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> composite
   at::Tensor opacity = at::zeros({n_rays}, sigmas.options());        // [N]
   at::Tensor depth = at::zeros({n_rays}, sigmas.options());          // [N]
   at::Tensor best = at::full({n_rays}, -1, ray_indices.options());   // [N]
-  if (a.n_samples == 0) return {weights, sums, opacity, depth, best};
+  at::Tensor count = at::zeros({n_rays}, ray_indices.options());     // [N]
+  if (a.n_samples == 0) return {weights, sums, opacity, depth, best, count};
   composite_rays_cpu(a, checked_bounds(op, a), values.data_ptr<float>(), C,
                      weights.data_ptr<float>(), sums.data_ptr<float>(),
                      opacity.data_ptr<float>(), depth.data_ptr<float>(),
-                     best.data_ptr<int64_t>());
-  return {weights, sums, opacity, depth, best};
+                     best.data_ptr<int64_t>(), count.data_ptr<int64_t>());
+  return {weights, sums, opacity, depth, best, count};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> render_weights_backward(

@@ -42,10 +42,10 @@ void render_weights_forward_cpu(const PackedArgs& a, const std::vector<int64_t>&
 // render_weights_forward computes them, and per ray r the sums over its samples s, in
 // sample order, of w * values[s, c] (sums [N, C]), of w (opacity [N]) and of
 // w * (t_start + t_end) / 2 (depth [N]); best [N]: the ray's first sample of the highest
-// positive weight, -1 when none has a positive weight.
+// positive weight, -1 when none has a positive weight; count [N]: its samples.
 void composite_rays_cpu(const PackedArgs& a, const std::vector<int64_t>& begin,
                         const float* values, int64_t n_values, float* weights, float* sums,
-                        float* opacity, float* depth, int64_t* best);
+                        float* opacity, float* depth, int64_t* best, int64_t* count);
 
 // Gradients w.r.t. sigmas, t_starts, t_ends ([S] each) from the gradients of the three
 // outputs and the forward's transmittance.

@@ -52,7 +52,7 @@ void render_weights_forward_cpu(const PackedArgs& a, const std::vector<int64_t>&
 
 void composite_rays_cpu(const PackedArgs& a, const std::vector<int64_t>& begin,
                         const float* values, int64_t n_values, float* weights, float* sums,
-                        float* opacity, float* depth, int64_t* best) {
+                        float* opacity, float* depth, int64_t* best, int64_t* count) {
   const float* ts = a.t_starts;
   const float* te = a.t_ends;
   const float* sg = a.sigmas;
@@ -83,6 +83,7 @@ void composite_rays_cpu(const PackedArgs& a, const std::vector<int64_t>& begin,
     opacity[r] = op;
     depth[r] = dp;
     best[r] = s_best;
+    count[r] = begin[r + 1] - begin[r];
   }
 }
 

@@ -160,7 +160,7 @@ def composite_rays(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays
     from switchnerf.ops import load_native
 
     columns = torch.cat([rgb.to(torch.float32), values.to(torch.float32)], dim=1)  # [M, 3 + V]
-    weights, sums, opacity, depth, best = load_native().composite_rays_forward(
+    weights, sums, opacity, depth, best, count = load_native().composite_rays_forward(
         t_starts.contiguous(), t_ends.contiguous(), sigmas.contiguous(), ray_indices.contiguous(),
         int(n_rays), columns.contiguous())
     colour = sums[:, :3]
@@ -168,7 +168,7 @@ def composite_rays(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor, n_rays
         colour = colour + (1.0 - opacity)[:, None] * background_rgb.expand(n_rays, 3)
     ids = torch.cat([expert_ids.to(torch.int64), best.new_full((1,), -1)])  # [M + 1]
     return {"rgb": colour, "opacity": opacity, "depth": depth, "weights": weights,
-            "n_samples": packed_info(ray_indices, n_rays)[1], "values": sums[:, 3:],
+            "n_samples": count, "values": sums[:, 3:],
             "expert_map": ids[torch.where(best >= 0, best, best.new_full((), ids.numel() - 1))]}
 
 

@@ -49,7 +49,8 @@ def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_i
                            n_rays: int, *, alpha_thre: float, early_stop_eps: float,
                            round_sizes: Sequence[int] = ROUND_SIZES,
                            should_stop: Callable[[], bool] | None = None,
-                           finish: FinishFn | None = None
+                           finish: FinishFn | None = None,
+                           chunks: tuple[Tensor, Tensor] | None = None
                            ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Evaluate ``fn`` on the visible packed samples, front to back, without gradients.
 
@@ -68,6 +69,8 @@ def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_i
             visible samples (their packed indices and their extras); what it returns is
             kept instead of the extras (the renderer computes the colour there, so that
             only rgb [k, 3], not the geometry features, is carried and reordered).
+        chunks: ``packed_info(ray_indices, n_rays)`` when the caller has it (the march's
+            ``chunk_starts, chunk_counts``); else computed here.
 
     Returns:
         keep int64 [K] (ascending indices of the visible samples), sigma [K] and
@@ -77,7 +80,7 @@ def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_i
     if any(k < 1 for k in round_sizes) or not round_sizes:
         raise ValueError(f"round_sizes must be positive, got {tuple(round_sizes)}")
     device = t_starts.device
-    starts, counts = packed_info(ray_indices, n_rays)
+    starts, counts = packed_info(ray_indices, n_rays) if chunks is None else chunks
     dt = t_ends - t_starts  # [M] float32, as render_weights computes it
     state = round_start(starts, counts)
     keep_parts: list[Tensor] = []

@@ -31,9 +31,10 @@ __all__ = ["RENDER_CHUNK", "Camera", "RenderCancelled", "Renderer", "camera_rays
 
 #: Rays per ``render_rays`` call when rendering whole images without gradients. Large:
 #: the front-to-back rounds cost a fixed overhead each, so few large chunks render faster
-#: than many small ones (only the float64 rounding of the front-to-back running sums
-#: depends on the chunking).
-RENDER_CHUNK = 1 << 16
+#: than many small ones (a 320x240 frame in one chunk renders about 4 % faster than in two
+#: of 1 << 16; only the float64 rounding of the front-to-back running sums depends on the
+#: chunking).
+RENDER_CHUNK = 1 << 17
 
 #: Far bound given to rays of a camera whose ``far`` is infinite (world units).
 FAR_LIMIT = 1e10
@@ -214,7 +215,8 @@ class Renderer:
         keep, sigma, ex = evaluate_front_to_back(
             geometry, samples.t_starts, samples.t_ends, marched_rays, len(rays),
             alpha_thre=cfg.alpha_thre, early_stop_eps=cfg.early_stop_eps,
-            should_stop=should_stop, finish=with_color)
+            should_stop=should_stop, finish=with_color,
+            chunks=(samples.chunk_starts, samples.chunk_counts))
         ri = marched_rays.index_select(0, keep)
         if keep.numel():
             rgb = ex["rgb"]
