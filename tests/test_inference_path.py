@@ -253,21 +253,6 @@ def test_render_without_gradients_equals_two_pass(tiny_run):
     assert torch.equal(one_pass.samples.ray_indices, two_pass.samples.ray_indices)
     assert torch.equal(one_pass.samples.expert_id, two_pass.samples.expert_id)
 
-def test_native_top1_of_logits_matches_torch(native):
-    from switchnerf.moe.gate import top1_of_logits
-
-    torch.manual_seed(5)
-    logits = 4 * torch.randn(5000, 8)
-    logits[:10, 3] = logits[:10, 6] = 50.0  # ties: the first maximum wins
-    expert_id, value = top1_of_logits(logits)
-    top, ref_id = logits.max(dim=-1)
-    ref_value = torch.softmax(logits, dim=-1).max(dim=-1).values
-    assert torch.equal(expert_id, ref_id) and (expert_id[:10] == 3).all()
-    assert torch.allclose(value, ref_value, atol=1e-6, rtol=1e-6)
-    e, v = top1_of_logits(logits[:0])
-    assert e.shape == (0,) and v.shape == (0,)
-
-
 def test_native_packed_points_equal_the_torch_expression(native):
     from switchnerf.ops.front_to_back import packed_points, packed_points_torch
 

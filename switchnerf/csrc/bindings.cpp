@@ -42,9 +42,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "-> [m, 3]",
         py::arg("origins"), py::arg("dirs"), py::arg("ray_indices"), py::arg("t_starts"),
         py::arg("t_ends"), py::arg("idx"));
-  m.def("top1_softmax", &switchnerf::top1_softmax,
-        "Top-1 of softmax(logits [M, E]): -> (argmax [M], max probability [M])",
-        py::arg("logits"));
   m.def("composite_rays_forward", &switchnerf::composite_rays_forward,
         "Inference compositing: -> (weights [S], sums [N, C] of w * values, opacity [N], "
         "depth [N], best sample [N] or -1, samples per ray [N])",

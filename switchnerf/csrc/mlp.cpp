@@ -77,16 +77,4 @@ at::Tensor mlp_forward(const at::Tensor& x, const c10::optional<at::Tensor>& row
   return y;
 }
 
-std::tuple<at::Tensor, at::Tensor> top1_softmax(const at::Tensor& logits) {
-  const char* op = "top1_softmax";
-  check_tensor(logits, op, "logits", at::kFloat, 2, at::Device(at::kCPU));
-  const int64_t M = logits.size(0), E = logits.size(1);
-  TORCH_CHECK(E >= 1, op, ": logits has ", E, " columns, expected at least 1 expert");
-  at::Tensor id = at::empty({M}, logits.options().dtype(at::kLong));
-  at::Tensor value = at::empty({M}, logits.options());
-  if (M > 0) top1_softmax_cpu(logits.data_ptr<float>(), M, E, id.data_ptr<int64_t>(),
-                              value.data_ptr<float>());
-  return {id, value};
-}
-
 }  // namespace switchnerf

@@ -37,9 +37,4 @@ struct MlpLayers {
 void mlp_forward_cpu(const MlpLayers& L, const float* x_pre, const float* x, const float* scale,
                      float* y, int64_t M);
 
-// Top-1 of softmax(logits) per row, logits [M, E]: id[r] the first argmax, value[r] =
-// 1 / sum_e exp(logits[r, e] - max) (float32 exp, summed in e order), as the gate's torch
-// expression. OpenMP over rows.
-void top1_softmax_cpu(const float* logits, int64_t M, int64_t E, int64_t* id, float* value);
-
 }  // namespace switchnerf

@@ -1,7 +1,6 @@
 // CPU kernel of the field's small MLPs (see mlp.h): a register-blocked micro-kernel of
 // kRows rows x 16 hidden units, AVX2/FMA where built for.
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -172,20 +171,6 @@ void mlp_forward_cpu(const MlpLayers& L, const float* x_pre, const float* xp, co
       const int64_t begin = t * kRowsPerTask, end = std::min(M, begin + kRowsPerTask);
       mlp_rows(L, x_pre, xp, scale, yp, begin, end, s);
     }
-  }
-}
-
-void top1_softmax_cpu(const float* logits, int64_t M, int64_t E, int64_t* id, float* value) {
-#pragma omp parallel for schedule(static) if (M > 16384)
-  for (int64_t r = 0; r < M; ++r) {
-    const float* l = logits + r * E;
-    int64_t best = 0;
-    for (int64_t e = 1; e < E; ++e)
-      if (l[e] > l[best]) best = e;
-    float sum = 0.0f;
-    for (int64_t e = 0; e < E; ++e) sum += std::exp(l[e] - l[best]);
-    id[r] = best;
-    value[r] = 1.0f / sum;
   }
 }
 

@@ -37,10 +37,6 @@ at::Tensor packed_points(const at::Tensor& origins, const at::Tensor& dirs,
                          const at::Tensor& ray_indices, const at::Tensor& t_starts,
                          const at::Tensor& t_ends, const at::Tensor& idx);
 
-// Top-1 of a softmax from its logits (mlp.cpp), CPU: logits [M, E] f32 -> (argmax i64 [M]
-// (first on ties), 1 / sum_e exp(logits_e - max) f32 [M]).
-std::tuple<at::Tensor, at::Tensor> top1_softmax(const at::Tensor& logits);
-
 // Inference compositing of packed samples (render_weights.cpp), CPU, no gradients:
 // values [S, C] f32. Returns (weights [S], sums [N, C] of w * values, opacity [N],
 // depth [N] of w * t_mid, best [N] i64: each ray's first sample of the highest positive

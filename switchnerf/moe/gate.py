@@ -110,23 +110,12 @@ class HashGate(nn.Module):
             if not torch.is_grad_enabled():
                 # top-1 of softmax(logits) without forming it: the argmax of the logits,
                 # and max softmax = 1 / sum(exp(logits - max)).
-                expert_id, gate_value = top1_of_logits(logits)
+                top, expert_id = logits.max(dim=-1)
+                gate_value = torch.exp(logits - top[:, None]).sum(-1).reciprocal_()
                 return GateOutput(None, expert_id, gate_value, logits=logits)
             probs = torch.softmax(logits, dim=-1)
         expert_id, gate_value = top1(probs)
         return GateOutput(probs, expert_id, gate_value)
-
-
-def top1_of_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-1 of ``softmax(logits)`` without forming it, logits float32 [M, E]: the argmax
-    int64 [M] (first on ties) and max softmax = 1 / sum(exp(logits - max)) [M]. One native
-    pass on the CPU when built; else torch."""
-    from switchnerf.ops import load_native, native_available
-
-    if logits.device.type == "cpu" and logits.dtype == torch.float32 and native_available():
-        return load_native().top1_softmax(logits.contiguous())
-    top, expert_id = logits.max(dim=-1)
-    return expert_id, torch.exp(logits - top[:, None]).sum(-1).reciprocal_()
 
 
 class FixedCellRouter(nn.Module):
