@@ -152,23 +152,32 @@ def timed_backward(timer: PhaseTimer, loss: torch.Tensor) -> None:
 _original_backward = torch.Tensor.backward
 
 
-def instrument(trainer, timer: PhaseTimer) -> None:
-    """Wrap the functions a training step and a render call with phase timers."""
+def instrument_render(field, timer: PhaseTimer) -> None:
+    """Wrap the functions a render call (and the forward of a training step) goes through
+    with phase timers: gate, encodings, MLPs, march, compositing, front-to-back rounds."""
     import switchnerf.model.field as field_mod
     import switchnerf.moe.gate as gate_mod
     import switchnerf.render.renderer as renderer_mod
-    import switchnerf.train.trainer as trainer_mod
 
-    field = trainer.renderer.field
     timer.wrap(field, "route", "gate")
     timer.wrap(field.experts, "encode", "encode")
+    if field.shared is not None:
+        timer.wrap(field.shared, "forward", "encode (shared grid)")
     timer.wrap(field_mod, "apply_mlp", "mlp")
-    timer.wrap(field_mod, "apply_mlp_shared", "mlp")
+    timer.wrap(field_mod.GroupedMLP, "__call__", "mlp", claim=False)
     timer.wrap(gate_mod, "apply_mlp", "mlp")
     timer.wrap(renderer_mod, "march_rays", "march")
     timer.wrap(renderer_mod, "render_packed", "composite")
+    timer.wrap(renderer_mod, "composite_rays", "composite")
     timer.wrap(renderer_mod, "_assemble", "composite")
     timer.wrap(renderer_mod, "evaluate_front_to_back", "front-to-back rounds")
+
+
+def instrument(trainer, timer: PhaseTimer) -> None:
+    """Wrap the functions a training step and a render call with phase timers."""
+    import switchnerf.train.trainer as trainer_mod
+
+    instrument_render(trainer.renderer.field, timer)
     timer.wrap(trainer_mod, "balance_loss", "loss")
     timer.wrap(trainer, "_update_grid", "occupancy update")
     timer.wrap(trainer, "_set_lr", "lr schedule")
