@@ -347,10 +347,6 @@ class OptimConfig(_Section):
     # budget's share spent, so a run the budget stops still ends at the final rate (and a
     # run is no longer bit-reproducible once the clock leads)
     decay_with_time: bool = False
-    # how the hash tables' Adam group steps: "dense" (torch's Adam: every entry, every step)
-    # or "skip_zero" (only entries with a non-zero gradient, as torch.optim.SparseAdam and
-    # instant-NGP; on the CPU with the native ops, else dense): switchnerf.train.skip_zero_adam
-    table_update: str = setting("dense", one_of("dense", "skip_zero"))
 
 
 @dataclass(frozen=True)

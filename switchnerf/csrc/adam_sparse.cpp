@@ -60,26 +60,4 @@ int64_t adam_sparse_step(const at::Tensor& param, const c10::optional<at::Tensor
   return updated;
 }
 
-int64_t adam_skip_zero_step(const at::Tensor& param, const at::Tensor& grad,
-                            const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq,
-                            double step_size, double bc2_sqrt, double beta1, double beta2,
-                            double eps) {
-  const char* op = "adam_skip_zero_step";
-  const at::Device cpu(at::kCPU);
-  check_tensor(param, op, "param", at::kFloat, 1, cpu);
-  const int64_t n = param.size(0);
-  for (const auto& [t, name] :
-       {std::pair{&grad, "grad"}, {&exp_avg, "exp_avg"}, {&exp_avg_sq, "exp_avg_sq"}}) {
-    check_tensor(*t, op, name, at::kFloat, 1, cpu);
-    check_size(*t, op, name, 0, n, "one value per parameter value");
-  }
-  TORCH_CHECK(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, op, ": betas (", beta1,
-              ", ", beta2, ") must be in [0, 1)");
-  TORCH_CHECK(bc2_sqrt > 0, op, ": bc2_sqrt is ", bc2_sqrt, ", expected > 0");
-  return adam_skip_zero_cpu(param.data_ptr<float>(), grad.data_ptr<float>(),
-                            exp_avg.data_ptr<float>(), exp_avg_sq.data_ptr<float>(), n,
-                            float(step_size), float(bc2_sqrt), float(beta1), float(beta2),
-                            float(eps));
-}
-
 }  // namespace switchnerf

@@ -44,16 +44,4 @@ struct AdamSparseArgs {
 // was; the step is then incomplete).
 int64_t adam_sparse_step_cpu(const AdamSparseArgs& a);
 
-// Adam of the entries with a non-zero gradient only (torch.optim.SparseAdam's and
-// instant-NGP's rule for hash tables: an entry without a gradient keeps its value and its
-// moments), on n flat values with the tensor's step t:
-//   where g != 0:  m <- b1 m + (1 - b1) g,  v <- b2 v + (1 - b2) g^2,
-//                  p <- p - step_size * m / (sqrt(v) / bc2_sqrt + eps)
-// in float32, each operation rounded as written (a NaN gradient counts as non-zero).
-// Vectorised by 8 values where AVX is built for (same rounding); OpenMP over blocks.
-// Returns the number of values updated.
-int64_t adam_skip_zero_cpu(float* param, const float* grad, float* exp_avg, float* exp_avg_sq,
-                           int64_t n, float step_size, float bc2_sqrt, float beta1, float beta2,
-                           float eps);
-
 }  // namespace switchnerf

@@ -2,10 +2,6 @@
 #include <algorithm>
 #include <cmath>
 
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
-
 #include "adam_sparse.h"
 
 namespace switchnerf {
@@ -93,54 +89,6 @@ int64_t adam_sparse_step_cpu(const AdamSparseArgs& a) {
     ++updated;
   }
   return bad >= 0 ? -1 - bad : updated;
-}
-
-int64_t adam_skip_zero_cpu(float* param, const float* grad, float* exp_avg, float* exp_avg_sq,
-                           int64_t n, float step_size, float bc2_sqrt, float beta1, float beta2,
-                           float eps) {
-  const float c1 = 1.0f - beta1, c2 = 1.0f - beta2;
-  constexpr int64_t kBlock = 1 << 15;  // values per task
-  const int64_t n_blocks = (n + kBlock - 1) / kBlock;
-  int64_t updated = 0;
-#pragma omp parallel for schedule(static) reduction(+ : updated) if (n_blocks > 1)
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
-    int64_t i = lo;
-#if defined(__AVX__)
-    const __m256 vb1 = _mm256_set1_ps(beta1), vc1 = _mm256_set1_ps(c1);
-    const __m256 vb2 = _mm256_set1_ps(beta2), vc2 = _mm256_set1_ps(c2);
-    const __m256 vss = _mm256_set1_ps(step_size), vbc = _mm256_set1_ps(bc2_sqrt);
-    const __m256 veps = _mm256_set1_ps(eps), zero = _mm256_setzero_ps();
-    for (; i + 8 <= hi; i += 8) {
-      const __m256 g = _mm256_loadu_ps(grad + i);
-      const __m256 nz = _mm256_cmp_ps(g, zero, _CMP_NEQ_UQ);  // g != 0 or NaN
-      const int lanes = _mm256_movemask_ps(nz);
-      if (lanes == 0) continue;
-      updated += __builtin_popcount(unsigned(lanes));
-      const __m256 m0 = _mm256_loadu_ps(exp_avg + i), v0 = _mm256_loadu_ps(exp_avg_sq + i);
-      const __m256 p0 = _mm256_loadu_ps(param + i);
-      const __m256 m1 = _mm256_add_ps(_mm256_mul_ps(vb1, m0), _mm256_mul_ps(vc1, g));
-      const __m256 v1 = _mm256_add_ps(_mm256_mul_ps(vb2, v0),
-                                      _mm256_mul_ps(vc2, _mm256_mul_ps(g, g)));
-      const __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(v1), vbc), veps);
-      const __m256 p1 = _mm256_sub_ps(p0, _mm256_mul_ps(vss, _mm256_div_ps(m1, den)));
-      _mm256_storeu_ps(exp_avg + i, _mm256_blendv_ps(m0, m1, nz));
-      _mm256_storeu_ps(exp_avg_sq + i, _mm256_blendv_ps(v0, v1, nz));
-      _mm256_storeu_ps(param + i, _mm256_blendv_ps(p0, p1, nz));
-    }
-#endif
-    for (; i < hi; ++i) {
-      const float g = grad[i];
-      if (g == 0.0f) continue;
-      ++updated;
-      const float m = beta1 * exp_avg[i] + c1 * g;
-      const float v = beta2 * exp_avg_sq[i] + c2 * (g * g);
-      exp_avg[i] = m;
-      exp_avg_sq[i] = v;
-      param[i] = param[i] - step_size * (m / (std::sqrt(v) / bc2_sqrt + eps));
-    }
-  }
-  return updated;
 }
 
 }  // namespace switchnerf

@@ -71,12 +71,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("row_scale"), py::arg("w1"), py::arg("b1"), py::arg("w2"),
         py::arg("b2"), py::arg("hidden_bias") = py::none(), py::arg("bias_index") = py::none(),
         py::arg("x_pre") = py::none());
-  m.def("adam_skip_zero_step", &switchnerf::adam_skip_zero_step,
-        "Adam of the entries with a non-zero gradient only (flat f32 tensors, in place) -> "
-        "values updated",
-        py::arg("param"), py::arg("grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
-        py::arg("step_size"), py::arg("bc2_sqrt"), py::arg("beta1"), py::arg("beta2"),
-        py::arg("eps"));
   m.def("adam_sparse_step", &switchnerf::adam_sparse_step,
         "Lazy Adam step of a hash table [R, F]: rows with a non-zero gradient catch up on "
         "their skipped steps, then step; grad None flushes every row -> rows updated",

@@ -86,14 +86,6 @@ at::Tensor mlp_forward(const at::Tensor& x, const c10::optional<at::Tensor>& row
                        const c10::optional<at::Tensor>& bias_index,
                        const c10::optional<at::Tensor>& x_pre);
 
-// Adam of the non-zero-gradient entries only (adam_sparse.cpp), CPU: param, grad,
-// exp_avg, exp_avg_sq flat f32 [n]; step_size = lr / (1 - b1^t), bc2_sqrt = sqrt(1 - b2^t).
-// Semantics in adam_sparse.h. Returns the number of values updated.
-int64_t adam_skip_zero_step(const at::Tensor& param, const at::Tensor& grad,
-                            const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq,
-                            double step_size, double bc2_sqrt, double beta1, double beta2,
-                            double eps);
-
 // Lazy Adam step for a hash table (adam_sparse.cpp), CPU: param/exp_avg/exp_avg_sq [R, F]
 // f32, grad [R, F] f32 or None (flush every row to `step`), last [R] i64, step_size and
 // bc2_sqrt [K] f64 for steps base + 1 .. base + K. Semantics in adam_sparse.h. Returns the

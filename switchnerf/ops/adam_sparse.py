@@ -29,8 +29,7 @@ from torch import Tensor
 
 from switchnerf.ops import load_native
 
-__all__ = ["adam_skip_zero_step", "adam_skip_zero_step_torch", "adam_sparse_step",
-           "adam_sparse_step_torch", "replay_limit"]
+__all__ = ["adam_sparse_step", "adam_sparse_step_torch", "replay_limit"]
 
 
 def replay_limit(beta1: float, beta2: float, tol: float = 2.0 ** -24) -> int:
@@ -107,51 +106,3 @@ def adam_sparse_step_torch(param: Tensor, grad: Tensor | None, exp_avg: Tensor,
     param[rows], exp_avg[rows], exp_avg_sq[rows] = p, m, v
     last[rows] = step
     return int(rows.numel())
-
-
-def _f32(x: float) -> float:
-    """x rounded to float32 (as the native op receives it), as a Python float."""
-    return float(torch.tensor(x, dtype=torch.float32))
-
-
-def adam_skip_zero_step_torch(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
-                              *, step_size: float, bc2_sqrt: float, beta1: float, beta2: float,
-                              eps: float) -> int:
-    """Adam of the entries with a non-zero gradient only, in place (the twin of the native
-    op; torch.optim.SparseAdam's and instant-NGP's rule): where ``g != 0`` (NaN included)::
-
-        m <- b1 m + (1 - b1) g,  v <- b2 v + (1 - b2) g^2
-        p <- p - step_size * m / (sqrt(v) / bc2_sqrt + eps)
-
-    every other entry keeps its value and moments. param, grad, exp_avg, exp_avg_sq:
-    float32, same shape; step_size = lr / (1 - b1^t), bc2_sqrt = sqrt(1 - b2^t) for the
-    tensor's step t. Float32 arithmetic in the native op's order. Returns the number of
-    entries updated.
-    """
-    flat = [t.view(-1) for t in (param, grad.contiguous(), exp_avg, exp_avg_sq)]
-    nz = (flat[1] != 0).nonzero().squeeze(1)
-    p, g, m, v = (t.index_select(0, nz) for t in flat)
-    b1, b2 = _f32(beta1), _f32(beta2)
-    c1 = float(torch.tensor(1.0) - torch.tensor(beta1, dtype=torch.float32))
-    c2 = float(torch.tensor(1.0) - torch.tensor(beta2, dtype=torch.float32))
-    m = m * b1 + g * c1
-    v = v * b2 + (g * g) * c2
-    # correctly rounded float32 sqrt (by way of float64; torch's float32 sqrt may be off by
-    # an ulp), and a tensor divisor (torch divides by a Python scalar through its reciprocal)
-    root = v.double().sqrt().float()
-    p = p - (m / (root / torch.full_like(v, _f32(bc2_sqrt)) + _f32(eps))) * _f32(step_size)
-    flat[0].index_copy_(0, nz, p)
-    flat[2].index_copy_(0, nz, m)
-    flat[3].index_copy_(0, nz, v)
-    return int(nz.numel())
-
-
-def adam_skip_zero_step(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, *,
-                        step_size: float, bc2_sqrt: float, beta1: float, beta2: float,
-                        eps: float) -> int:
-    """:func:`adam_skip_zero_step_torch` by the native op (contiguous float32 CPU tensors,
-    in place): one pass over the gradient that reads and writes the moments and the
-    parameter only where it is non-zero."""
-    return int(load_native().adam_skip_zero_step(
-        param.view(-1), grad.contiguous().view(-1), exp_avg.view(-1), exp_avg_sq.view(-1),
-        float(step_size), float(bc2_sqrt), float(beta1), float(beta2), float(eps)))

@@ -56,10 +56,6 @@ def build_optimizer(cfg: Config, field: SwitchField, *, lazy_tables: bool = Fals
     Adam's values; whoever renders between steps calls ``flush()``). Off by default: on
     the cpu-demo workload about 15 % of the table rows have a gradient at each step and
     the replay of the skipped steps costs more than fused dense Adam (bench/RESULTS.md).
-
-    ``optim.table_update = "skip_zero"`` (and not lazy_tables): group 0 updates only its
-    entries with a non-zero gradient (``SkipZeroAdam``), on the CPU with the native ops;
-    elsewhere dense Adam.
     """
     o, rt = cfg.optim, cfg.model.routing
     gate_table, gate_mlp = field.gate_parameters()
@@ -78,12 +74,7 @@ def build_optimizer(cfg: Config, field: SwitchField, *, lazy_tables: bool = Fals
                            "weight_decay": decay, "eps": eps, "lr_follows": leader,
                            "lr_ratio": rt.gate_lr_factor})
     kwargs = {"betas": (0.9, 0.99), "eps": o.eps}
-    if o.table_update == "skip_zero" and not lazy_tables and _lazy_tables(tables):
-        from switchnerf.train.skip_zero_adam import SkipZeroAdam
-
-        groups[0]["skip_zero"] = True
-        opt = SkipZeroAdam(groups, fused=True, **kwargs)
-    elif lazy_tables and _lazy_tables(tables):
+    if lazy_tables and _lazy_tables(tables):
         from switchnerf.train.optim import LazyTableAdam, attach_flush
 
         groups[0].update(lazy=True, row_size=cfg.model.experts.n_features_per_level)
