@@ -24,8 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.profile_step import PhaseTimer, instrument_render, table  # noqa: E402
-from bench.render import _orbit  # noqa: E402
+from bench.profile_step import PhaseTimer, instrument_render, table
+from bench.render import _orbit
 
 
 def main() -> int:

@@ -144,6 +144,7 @@ def test_front_to_back_finish_sees_each_rounds_visible_samples():
     plain, _, _ = evaluate_front_to_back(fn, t_starts, t_ends, ray_indices, n,
                                          alpha_thre=1e-3, early_stop_eps=1e-4)
     assert torch.equal(keep, plain) and set(out) == {"twice"}
+    assert torch.equal(sig, sigma[keep])
     assert torch.equal(out["twice"], 2 * sigma[keep])  # reordered with the samples
     assert torch.equal(torch.cat(seen).sort().values, keep)
 

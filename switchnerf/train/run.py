@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from switchnerf.train.checkpoint import (
     checkpoint_step,
     latest_checkpoint,
     load_checkpoint,
+    newest_readable_checkpoint,
     restore_module,
 )
 
@@ -156,6 +158,36 @@ def resolved_config_dict(saved: dict) -> dict:
         return config_from_dict(saved, "checkpoint").to_dict()
     except SwitchNerfError:
         return saved
+
+
+def resume_state(run_dir: Path, cfg: Config, ctx, device) -> dict:
+    """The training state to resume ``run_dir`` from: its newest readable checkpoint (rank 0
+    chooses, setting unreadable newer ones aside with a warning; every rank of ``ctx``, a
+    ``DistributedContext``, loads the same one onto ``device``), after checking that its
+    config equals ``cfg`` but for ``RESUME_MAY_CHANGE``. A SwitchNerfError names the run or
+    checkpoint otherwise."""
+    found = None
+    if ctx.is_main:
+        found = newest_readable_checkpoint(run_dir, map_location=device, on_skip=_warn_unreadable)
+    ckpt = ctx.broadcast_object(None if found is None else str(found[0]))  # one choice
+    if ckpt is None:
+        raise SwitchNerfError(f"{run_dir}: --resume given but no readable checkpoint to "
+                              "resume from")
+    ckpt = Path(ckpt)
+    state = found[1] if found is not None else load_checkpoint(ckpt, map_location=device)
+    saved = state.get("config")
+    changed = (["(none saved)"] if not isinstance(saved, dict)
+               else config_differences(resolved_config_dict(saved), cfg.to_dict()))
+    if changed:
+        raise SwitchNerfError(f"{ckpt}: config: {', '.join(changed[:3])} differ from the "
+                              "run's config.yaml; resume with the same config (only "
+                              f"{', '.join(RESUME_MAY_CHANGE)} may change)")
+    return state
+
+
+def _warn_unreadable(path: Path, exc: Exception) -> None:
+    warnings.warn(f"{path}: unreadable, set aside as {path.name}.unreadable; resuming from "
+                  f"the previous checkpoint ({exc})", stacklevel=2)
 
 
 def read_run_config(run_dir: Path) -> Config:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 import signal
 import time
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,13 +39,7 @@ from switchnerf.errors import SwitchNerfError
 from switchnerf.moe.expert_parallel import dense_parameters
 from switchnerf.moe.routing import balance_loss
 from switchnerf.train.builder import build_optimizer, build_renderer
-from switchnerf.train.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    newest_readable_checkpoint,
-    save_checkpoint,
-    sweep_temporary_files,
-)
+from switchnerf.train.checkpoint import latest_checkpoint, save_checkpoint, sweep_temporary_files
 from switchnerf.train.data import TrainingData
 from switchnerf.train.dist_state import (
     gather_training_state,
@@ -64,13 +57,7 @@ from switchnerf.train.evaluate import eval_indices, evaluate, uses_right_half_pr
 from switchnerf.train.metrics_log import LOG_FILE, MetricsLog, truncate_log
 from switchnerf.train.progress import TrainProgress
 from switchnerf.train.routing_log import RoutingLog
-from switchnerf.train.run import (
-    RESUME_MAY_CHANGE,
-    config_differences,
-    resolved_config_dict,
-    write_run_config,
-    write_run_header,
-)
+from switchnerf.train.run import resume_state, write_run_config, write_run_header
 from switchnerf.train.run_clock import RunClock
 from switchnerf.train.schedule import lr_factor
 from switchnerf.train.step_stats import StepStats, StepValues
@@ -181,23 +168,7 @@ class Trainer:
             self.generator.set_state(rng.cpu())
 
     def _restore(self) -> None:
-        found = None
-        if self.ctx.is_main:
-            found = newest_readable_checkpoint(self.run_dir, map_location=self.device,
-                                               on_skip=_warn_unreadable)
-        ckpt = self.ctx.broadcast_object(None if found is None else str(found[0]))  # one choice
-        if ckpt is None:
-            raise SwitchNerfError(f"{self.run_dir}: --resume given but no readable checkpoint "
-                                  "to resume from")
-        ckpt = Path(ckpt)
-        state = found[1] if found is not None else load_checkpoint(ckpt, map_location=self.device)
-        saved = state.get("config")
-        changed = (["(none saved)"] if not isinstance(saved, dict)
-                   else config_differences(resolved_config_dict(saved), self.cfg.to_dict()))
-        if changed:
-            raise SwitchNerfError(f"{ckpt}: config: {', '.join(changed[:3])} differ from the "
-                                  "run's config.yaml; resume with the same config (only "
-                                  f"{', '.join(RESUME_MAY_CHANGE)} may change)")
+        state = resume_state(self.run_dir, self.cfg, self.ctx, self.device)
         state = slice_training_state(self.renderer.field, state)
         self.renderer.field.load_state_dict(state["field"])
         self.renderer.grid.load_state_dict(state["grid"])
@@ -504,7 +475,3 @@ class Trainer:
     def close(self) -> None:
         self.stream.close()
 
-
-def _warn_unreadable(path: Path, exc: Exception) -> None:
-    warnings.warn(f"{path}: unreadable, set aside as {path.name}.unreadable; resuming from "
-                  f"the previous checkpoint ({exc})", stacklevel=2)
