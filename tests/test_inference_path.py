@@ -123,6 +123,18 @@ def test_grouped_mlp_over_successive_calls_equals_one_concatenation(native):
             head(x[:, :14], index)
     assert head.hidden_bias is not None  # the per-group product is made once
     assert torch.allclose(torch.cat(parts), ref, atol=1e-5, rtol=1e-5)
+    # rows read in place from a column slice of a wider tensor (the head's output h[:, 1:])
+    wide = torch.cat([torch.randn(900, 1), x], 1)
+    rows = torch.randint(0, 900, (300,))
+    with torch.no_grad():
+        picked = head(wide[:, 1:], index[rows], rows)
+    torch_path = head(wide[:, 1:], index[rows], rows)  # with gradients: the torch layers
+    assert torch.allclose(picked, ref[rows], atol=1e-5, rtol=1e-5)
+    assert torch.allclose(torch_path, ref[rows], atol=1e-5, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="x_index"):
+        native.mlp_forward(x, None, mlp[0].weight.detach()[:, :15].contiguous(), None,
+                           mlp[2].weight.detach(), None, head.hidden_bias, index[:2],
+                           None, torch.tensor([0, 900]))
 
 
 def test_front_to_back_finish_sees_each_rounds_visible_samples():
@@ -134,10 +146,11 @@ def test_front_to_back_finish_sees_each_rounds_visible_samples():
 
     seen = []
 
-    def finish(idx_vis, ex):
-        assert torch.equal(ex["geo"][:, 0].long(), idx_vis)  # extras already restricted
+    def finish(idx_vis, vis, ex):
+        geo = ex["geo"].index_select(0, vis)  # the round's extras, all its samples
+        assert torch.equal(geo[:, 0].long(), idx_vis)
         seen.append(idx_vis)
-        return {"twice": 2 * ex.pop("geo")[:, 1]}
+        return {"twice": 2 * geo[:, 1]}
 
     keep, sig, out = evaluate_front_to_back(fn, t_starts, t_ends, ray_indices, n,
                                             alpha_thre=1e-3, early_stop_eps=1e-4, finish=finish)
@@ -272,3 +285,21 @@ def test_native_packed_points_equal_the_torch_expression(native):
     assert torch.equal(ref, origins[r] + mids[idx][:, None] * dirs[r])  # the renderer's form
     with pytest.raises(RuntimeError, match="idx"):
         native.packed_points(origins, dirs, ray_indices, t_starts, t_ends, torch.tensor([m]))
+
+
+@pytest.mark.parametrize("n_experts", [8, 5])
+def test_top1_of_logits_matches_the_softmax(native, n_experts):
+    from switchnerf.moe.gate import top1_of_logits
+
+    torch.manual_seed(5)
+    logits = 4 * torch.randn(5000, n_experts)
+    logits[:10, 3] = logits[:10, 1] = 50.0  # ties: the first maximum wins
+    logits[10, 2] = -200.0  # far below the others: exp underflows to 0
+    expert_id, value = top1_of_logits(logits)
+    ref_value, ref_id = torch.softmax(logits, dim=-1).max(dim=-1)
+    assert torch.equal(expert_id, ref_id) and (expert_id[:10] == 1).all()
+    assert torch.allclose(value, ref_value, atol=0, rtol=1e-6)
+    out_id, out_value = native.top1_softmax(logits)  # the op itself, vectorised or not
+    assert torch.equal(out_id, ref_id) and torch.allclose(out_value, ref_value, rtol=1e-6)
+    e, v = top1_of_logits(logits[:0])
+    assert e.shape == (0,) and v.shape == (0,)

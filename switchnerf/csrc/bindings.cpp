@@ -42,6 +42,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "-> [m, 3]",
         py::arg("origins"), py::arg("dirs"), py::arg("ray_indices"), py::arg("t_starts"),
         py::arg("t_ends"), py::arg("idx"));
+  m.def("top1_softmax", &switchnerf::top1_softmax,
+        "Top-1 of softmax(logits [M, E]): -> (first argmax [M], max probability [M])",
+        py::arg("logits"));
+  m.def("top1_softmax_fast", &switchnerf::top1_softmax_fast,
+        "Whether top1_softmax is vectorised for this many experts", py::arg("n_experts"));
   m.def("composite_rays_forward", &switchnerf::composite_rays_forward,
         "Inference compositing: -> (weights [S], sums [N, C] of w * values, opacity [N], "
         "depth [N], best sample [N] or -1, samples per ray [N])",
@@ -66,11 +71,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("end"), py::arg("tau"), py::arg("k"), py::arg("alpha_thre"),
         py::arg("early_stop_eps"));
   m.def("mlp_forward", &switchnerf::mlp_forward,
-        "Two-layer MLP inference: w2 relu(w1 [x_pre, row_scale * x] + b1"
+        "Two-layer MLP inference: w2 relu(w1 [x_pre, row_scale * x[x_index]] + b1"
         " + hidden_bias[bias_index]) + b2 -> [M, O]",
         py::arg("x"), py::arg("row_scale"), py::arg("w1"), py::arg("b1"), py::arg("w2"),
         py::arg("b2"), py::arg("hidden_bias") = py::none(), py::arg("bias_index") = py::none(),
-        py::arg("x_pre") = py::none());
+        py::arg("x_pre") = py::none(), py::arg("x_index") = py::none());
   m.def("adam_sparse_step", &switchnerf::adam_sparse_step,
         "Lazy Adam step of a hash table [R, F]: rows with a non-zero gradient catch up on "
         "their skipped steps, then step; grad None flushes every row -> rows updated",

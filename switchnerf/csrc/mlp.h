@@ -29,12 +29,23 @@ struct MlpLayers {
   const float* b2;     // [OP] zero-padded (never null)
   int64_t I, H, O, OP;
   int64_t P;           // leading input columns read from x_pre, unscaled (0: none)
+  int64_t ldx;         // floats from one row of x to the next (>= I - P)
+  const int64_t* x_index = nullptr;  // [M]: output row r reads row x_index[r] of x; null: r
 };
 
 // y [M, O] = W2 relu(W1 [x_pre, scale * x] + b1 + bias[bias_index]) + b2 for x_pre
-// [M, P] (null when P = 0), x [M, I - P] and an optional scale [M] (null: 1); OpenMP over
-// blocks of rows.
+// [M, P] (null when P = 0), x rows of I - P floats, L.ldx apart (row r, or row
+// L.x_index[r]), and an optional scale [M] (null: 1); OpenMP over blocks of rows.
 void mlp_forward_cpu(const MlpLayers& L, const float* x_pre, const float* x, const float* scale,
                      float* y, int64_t M);
+
+// Top-1 of softmax(logits) per row, logits [M, E]: id[r] the first argmax, value[r] =
+// 1 / sum_e exp(logits[r, e] - max). With AVX2 and E = 8 one vector per row and a
+// polynomial exp (Cephes' expf: within 2 ulp, so value within 1e-6 relative of torch's);
+// otherwise std::exp per value. OpenMP over rows.
+void top1_softmax_cpu(const float* logits, int64_t M, int64_t E, int64_t* id, float* value);
+
+// Whether top1_softmax_cpu takes the vectorised path for E experts.
+bool top1_softmax_vectorised(int64_t E);
 
 }  // namespace switchnerf

@@ -1,10 +1,11 @@
 // CPU kernel of the field's small MLPs (see mlp.h): a register-blocked micro-kernel of
 // kRows rows x 16 hidden units, AVX2/FMA where built for.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
-#if defined(__FMA__) && defined(__AVX__)
+#if (defined(__FMA__) && defined(__AVX__)) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -126,6 +127,8 @@ void row_scalar(const MlpLayers& L, const float* xs, const float* bias_row, floa
 
 void mlp_rows(const MlpLayers& L, const float* x_pre, const float* x, const float* scale, float* y,
               int64_t begin, int64_t end, Scratch& s) {
+  const int64_t ldx = L.ldx;
+  const int64_t* x_index = L.x_index;
   const int64_t I = L.I, O = L.O, OP = L.OP, P = L.P, IX = I - P;
   const bool blocked = L.H % 16 == 0 && OP <= 16;
   for (int64_t r0 = begin; r0 < end; r0 += kRows) {
@@ -140,7 +143,7 @@ void mlp_rows(const MlpLayers& L, const float* x_pre, const float* x, const floa
         continue;
       }
       if (P > 0) std::memcpy(xs, x_pre + (r0 + r) * P, sizeof(float) * size_t(P));
-      const float* own = x + (r0 + r) * IX;
+      const float* own = x + (x_index ? x_index[r0 + r] : r0 + r) * ldx;
       for (int64_t i = 0; i < IX; ++i) xs[P + i] = sr * own[i];
     }
     if (!blocked) {
@@ -171,6 +174,86 @@ void mlp_forward_cpu(const MlpLayers& L, const float* x_pre, const float* xp, co
       const int64_t begin = t * kRowsPerTask, end = std::min(M, begin + kRowsPerTask);
       mlp_rows(L, x_pre, xp, scale, yp, begin, end, s);
     }
+  }
+}
+
+namespace {
+
+void top1_row_scalar(const float* l, int64_t E, int64_t* id, float* value) {
+  int64_t best = 0;
+  for (int64_t e = 1; e < E; ++e)
+    if (l[e] > l[best] || (std::isnan(l[e]) && !std::isnan(l[best]))) best = e;
+  float sum = 0.0f;
+  for (int64_t e = 0; e < E; ++e) sum += std::exp(l[e] - l[best]);
+  *id = best;
+  *value = 1.0f / sum;
+}
+
+#if defined(__AVX2__)
+// exp of 8 floats: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial).
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+  x = _mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f));
+  __m256 fx = _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                            _mm256_set1_ps(0.5f));
+  fx = _mm256_floor_ps(fx);
+  x = _mm256_sub_ps(x, _mm256_mul_ps(fx, _mm256_set1_ps(0.693359375f)));
+  x = _mm256_sub_ps(x, _mm256_mul_ps(fx, _mm256_set1_ps(-2.12194440e-4f)));
+  const __m256 z = _mm256_mul_ps(x, x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f,
+                        1.6666665459e-1f, 5.0000001201e-1f})
+    y = _mm256_add_ps(_mm256_mul_ps(y, x), _mm256_set1_ps(c));
+  y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y, z), x), _mm256_set1_ps(1.0f));
+  __m256i n = _mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(0x7f));
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(n, 23)));
+}
+
+// The lane-wise maximum of v in every lane.
+inline __m256 all_max(__m256 v) {
+  v = _mm256_max_ps(v, _mm256_permute2f128_ps(v, v, 1));
+  v = _mm256_max_ps(v, _mm256_shuffle_ps(v, v, 0x4E));
+  return _mm256_max_ps(v, _mm256_shuffle_ps(v, v, 0xB1));
+}
+
+inline float lane_sum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
+}  // namespace
+
+bool top1_softmax_vectorised(int64_t E) {
+#if defined(__AVX2__)
+  return E == 8;
+#else
+  (void)E;
+  return false;
+#endif
+}
+
+void top1_softmax_cpu(const float* logits, int64_t M, int64_t E, int64_t* id, float* value) {
+  const bool vec = top1_softmax_vectorised(E);
+#pragma omp parallel for schedule(static) if (M > 16384)
+  for (int64_t r = 0; r < M; ++r) {
+    const float* l = logits + r * E;
+#if defined(__AVX2__)
+    if (vec) {
+      const __m256 v = _mm256_loadu_ps(l);
+      const __m256 m = all_max(v);
+      const int eq = _mm256_movemask_ps(_mm256_cmp_ps(v, m, _CMP_EQ_OQ));
+      if (eq != 0) {  // else a NaN logit: the scalar rule
+        id[r] = __builtin_ctz(unsigned(eq));
+        value[r] = 1.0f / lane_sum(exp8(_mm256_sub_ps(v, m)));
+        continue;
+      }
+    }
+#endif
+    (void)vec;
+    top1_row_scalar(l, E, id + r, value + r);
   }
 }
 

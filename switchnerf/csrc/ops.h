@@ -37,6 +37,12 @@ at::Tensor packed_points(const at::Tensor& origins, const at::Tensor& dirs,
                          const at::Tensor& ray_indices, const at::Tensor& t_starts,
                          const at::Tensor& t_ends, const at::Tensor& idx);
 
+// Top-1 of softmax(logits [M, E] f32) (mlp.cpp), CPU: (first argmax i64 [M],
+// 1 / sum_e exp(logits_e - max) f32 [M]); top1_softmax_fast(E): whether it is vectorised
+// for E (else it is slower than torch's, which callers should then use).
+std::tuple<at::Tensor, at::Tensor> top1_softmax(const at::Tensor& logits);
+bool top1_softmax_fast(int64_t n_experts);
+
 // Inference compositing of packed samples (render_weights.cpp), CPU, no gradients:
 // values [S, C] f32. Returns (weights [S], sums [N, C] of w * values, opacity [N],
 // depth [N] of w * t_mid, best [N] i64: each ray's first sample of the highest positive
@@ -75,16 +81,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> front_to_
     double alpha_thre, double early_stop_eps);
 
 // Two-layer MLP inference (mlp.cpp), CPU:
-//   y = w2 relu(w1 [x_pre, row_scale * x] + b1 + hidden_bias[bias_index]) + b2.
-// x [M, I - P], row_scale [M] or None, x_pre [M, P] (unscaled leading columns) or None,
-// w1 [H, I], b1 [H] or None, w2 [O, H], b2 [O] or None, hidden_bias [R, H] and bias_index
-// int64 [M] (values in [0, R)) or both None; float32. Returns [M, O].
+//   y = w2 relu(w1 [x_pre, row_scale * x[x_index]] + b1 + hidden_bias[bias_index]) + b2.
+// x [N, I - P] (rows may be strided: stride 1 along dimension 1), x_index int64 [M] (rows of
+// x to read; None: M = N, row r), row_scale [M] or None, x_pre [M, P] (unscaled leading
+// columns) or None, w1 [H, I], b1 [H] or None, w2 [O, H], b2 [O] or None, hidden_bias
+// [R, H] and bias_index int64 [M] (values in [0, R)) or both None; float32. Returns [M, O].
 at::Tensor mlp_forward(const at::Tensor& x, const c10::optional<at::Tensor>& row_scale,
                        const at::Tensor& w1, const c10::optional<at::Tensor>& b1,
                        const at::Tensor& w2, const c10::optional<at::Tensor>& b2,
                        const c10::optional<at::Tensor>& hidden_bias,
                        const c10::optional<at::Tensor>& bias_index,
-                       const c10::optional<at::Tensor>& x_pre);
+                       const c10::optional<at::Tensor>& x_pre,
+                       const c10::optional<at::Tensor>& x_index);
 
 // Lazy Adam step for a hash table (adam_sparse.cpp), CPU: param/exp_avg/exp_avg_sq [R, F]
 // f32, grad [R, F] f32 or None (flush every row to `step`), last [R] i64, step_size and

@@ -205,16 +205,18 @@ class SwitchField(nn.Module):
                       dtype: torch.dtype = torch.float32
                       ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The colour head with the per-ray inputs of N rays prepared once: returns
-        ``f(geo [M, G], ray_index int64 [M]) -> rgb [M, 3]``, equal to :meth:`rgb_of_rays`
-        (for calls on successive subsets of the rays' samples: the front-to-back rounds)."""
+        ``f(geo [K, G], ray_index int64 [M], rows=None) -> rgb [M, 3]``, equal to
+        :meth:`rgb_of_rays` of ``geo[rows]`` (all of geo when None; rows are read in place)
+        for calls on successive subsets of the rays' samples (the front-to-back rounds)."""
         n = ray_directions.shape[0]
         parts = [self.dir_encoding(ray_directions).to(dtype)]
         if self.appearance is not None:
             parts.append(self.appearance_for(ray_image_index, n, ray_directions.device).to(dtype))
         head = GroupedMLP(self.color, torch.cat(parts, dim=-1), self.cfg.head.geo_features)
 
-        def rgb(geo: torch.Tensor, ray_index: torch.Tensor) -> torch.Tensor:
-            return torch.sigmoid(head(geo, ray_index).float())
+        def rgb(geo: torch.Tensor, ray_index: torch.Tensor,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+            return torch.sigmoid(head(geo, ray_index, rows).float())
 
         return rgb
 

@@ -110,12 +110,25 @@ class HashGate(nn.Module):
             if not torch.is_grad_enabled():
                 # top-1 of softmax(logits) without forming it: the argmax of the logits,
                 # and max softmax = 1 / sum(exp(logits - max)).
-                top, expert_id = logits.max(dim=-1)
-                gate_value = torch.exp(logits - top[:, None]).sum(-1).reciprocal_()
+                expert_id, gate_value = top1_of_logits(logits)
                 return GateOutput(None, expert_id, gate_value, logits=logits)
             probs = torch.softmax(logits, dim=-1)
         expert_id, gate_value = top1(probs)
         return GateOutput(probs, expert_id, gate_value)
+
+
+def top1_of_logits(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-1 of ``softmax(logits)`` without forming it, logits float32 [M, E]: the first
+    argmax int64 [M] and max softmax = 1 / sum(exp(logits - max)) [M]. One vectorised
+    native pass on the CPU where built for it (8 experts, AVX2; within 1e-6 relative of the
+    torch form); else torch."""
+    from switchnerf.ops import load_native, native_available
+
+    if (logits.device.type == "cpu" and logits.dtype == torch.float32 and logits.dim() == 2
+            and native_available() and load_native().top1_softmax_fast(logits.shape[1])):
+        return load_native().top1_softmax(logits.contiguous())
+    top, expert_id = logits.max(dim=-1)
+    return expert_id, torch.exp(logits - top[:, None]).sum(-1).reciprocal_()
 
 
 class FixedCellRouter(nn.Module):

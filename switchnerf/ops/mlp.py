@@ -52,19 +52,23 @@ def _fusable(mlp: nn.Sequential, x: torch.Tensor) -> bool:
 
 def _fused_forward(mlp: nn.Sequential, x: torch.Tensor, w1: torch.Tensor,
                    row_scale: torch.Tensor | None = None, hidden_bias: torch.Tensor | None = None,
-                   index: torch.Tensor | None = None, prefix: torch.Tensor | None = None
-                   ) -> torch.Tensor:
+                   index: torch.Tensor | None = None, prefix: torch.Tensor | None = None,
+                   rows: torch.Tensor | None = None) -> torch.Tensor:
     """The native ``mlp_forward`` with ``mlp``'s biases and second layer, first-layer weight
-    ``w1`` [H, I] (all of ``mlp[0]``'s, or the columns that multiply ``prefix`` and ``x``)."""
+    ``w1`` [H, I] (all of ``mlp[0]``'s, or the columns that multiply ``prefix`` and ``x``);
+    rows: the rows of ``x`` to take (int64), read in place (``x`` may be a column slice)."""
     from switchnerf.ops import load_native
 
     first, last = mlp[0], mlp[2]
+    if x.dim() != 2 or (x.shape[1] > 1 and x.stride(1) != 1):
+        x = x.contiguous()
     return load_native().mlp_forward(
-        x.contiguous(), row_scale, w1.contiguous(),
+        x, row_scale, w1.contiguous(),
         None if first.bias is None else first.bias.detach().contiguous(),
         last.weight.detach().contiguous(),
         None if last.bias is None else last.bias.detach().contiguous(),
-        hidden_bias, index, None if prefix is None else prefix.contiguous())
+        hidden_bias, index, None if prefix is None else prefix.contiguous(),
+        None if rows is None else rows.to(torch.long).contiguous())
 
 
 def apply_mlp(mlp: nn.Sequential, x: torch.Tensor, row_scale: torch.Tensor | None = None, *,
@@ -108,12 +112,17 @@ class GroupedMLP:
             self.w_own = w[:, :self.n_own].contiguous()
             self.hidden_bias = (shared @ w[:, self.n_own:].t()).contiguous()  # [R, H]
 
-    def __call__(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, index: torch.Tensor, rows: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """Rows ``x[rows]`` (all of x when None) [M, I] of groups ``index`` [M] -> [M, O];
+        the native op reads the rows in place (no gathered copy of x)."""
         if x.shape[1] != self.n_own:
             raise ValueError(f"GroupedMLP: x has {x.shape[1]} columns, expected {self.n_own}")
         if self.hidden_bias is not None and _fusable(self.mlp, x):
             return _fused_forward(self.mlp, x, self.w_own, hidden_bias=self.hidden_bias,
-                                  index=index.to(torch.long).contiguous())
+                                  index=index.to(torch.long).contiguous(), rows=rows)
+        if rows is not None:
+            x = x.index_select(0, rows)
         return self.mlp(torch.cat([x, self.shared[index].to(x.dtype)], dim=-1))
 
 

@@ -31,7 +31,7 @@ __all__ = ["ROUND_SIZES", "RenderCancelled", "evaluate_front_to_back"]
 ROUND_SIZES = (8, 4, 4, 8, 16, 32, 64)
 
 SampleFn = Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]]
-FinishFn = Callable[[Tensor, dict[str, Tensor]], dict[str, Tensor]]
+FinishFn = Callable[[Tensor, Tensor, dict[str, Tensor]], dict[str, Tensor]]
 
 
 class RenderCancelled(Exception):
@@ -65,10 +65,13 @@ def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_i
             sample is ``< early_stop_eps``; 0 evaluates every sample.
         round_sizes: samples per ray per round; the last repeats.
         should_stop: polled before every round; ``True`` raises :class:`RenderCancelled`.
-        finish: ``(idx_vis [k] int64, extras_vis) -> kept`` applied in every round to its
-            visible samples (their packed indices and their extras); what it returns is
-            kept instead of the extras (the renderer computes the colour there, so that
-            only rgb [k, 3], not the geometry features, is carried and reordered).
+        finish: ``(idx_vis [k], vis [k], extras) -> kept`` called in every round with the
+            packed indices of its visible samples, their positions ``vis`` in the round
+            and the round's extras (all its samples): it returns what to keep of the
+            visible samples ([k, ...] each) instead of the extras (the renderer computes
+            the colour there, reading the geometry features of the visible rows in place,
+            so that only rgb [k, 3] is carried and reordered). Without it the extras'
+            visible rows are kept.
         chunks: ``packed_info(ray_indices, n_rays)`` when the caller has it (the march's
             ``chunk_starts, chunk_counts``); else computed here.
 
@@ -101,9 +104,10 @@ def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_i
             idx_vis = idx.index_select(0, vis)
             keep_parts.append(idx_vis)
             sigma_parts.append(sigma.index_select(0, vis))
-            kept = {name: _rows(value, vis) for name, value in extras.items()}
             if finish is not None:
-                kept = finish(idx_vis, kept)
+                kept = finish(idx_vis, vis, extras)
+            else:
+                kept = {name: _rows(value, vis) for name, value in extras.items()}
             for name, value in kept.items():
                 extra_parts.setdefault(name, []).append(value)
     if not keep_parts:

@@ -208,9 +208,9 @@ class Renderer:
 
         color = field.color_of_rays(rays.directions, image_index)
 
-        def with_color(idx_vis, ex):  # colour of each round's visible samples: keep rgb, not geo
-            rgb = color(ex.pop("geo"), marched_rays.index_select(0, idx_vis))
-            return {"rgb": rgb, **ex}
+        def with_color(idx_vis, vis, ex):  # colour of the round's visible samples: keep rgb
+            rgb = color(ex.pop("geo"), marched_rays.index_select(0, idx_vis), vis)
+            return {"rgb": rgb, **{k: value.index_select(0, vis) for k, value in ex.items()}}
 
         keep, sigma, ex = evaluate_front_to_back(
             geometry, samples.t_starts, samples.t_ends, marched_rays, len(rays),
