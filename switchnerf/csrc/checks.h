@@ -36,4 +36,12 @@ inline void check_size(const at::Tensor& t, const char* op, const char* name, in
               ", expected size ", expected, " in dimension ", d, " (", what, ")");
 }
 
+// `name` must be a 1-d tensor as check_tensor says, of n values (`what` says what they are).
+inline void check_values(const at::Tensor& t, const char* op, const char* name,
+                         at::ScalarType dtype, int64_t n, const at::Device& device,
+                         const char* what) {
+  check_tensor(t, op, name, dtype, 1, device);
+  check_size(t, op, name, 0, n, what);
+}
+
 }  // namespace switchnerf

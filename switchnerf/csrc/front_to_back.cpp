@@ -102,10 +102,8 @@ at::Tensor packed_points(const at::Tensor& origins, const at::Tensor& dirs,
   check_size(dirs, op, "dirs", 1, 3, "x, y, z");
   check_tensor(ray_indices, op, "ray_indices", at::kLong, 1, cpu);
   const int64_t M = ray_indices.size(0);
-  check_tensor(t_starts, op, "t_starts", at::kFloat, 1, cpu);
-  check_size(t_starts, op, "t_starts", 0, M, "one value per sample");
-  check_tensor(t_ends, op, "t_ends", at::kFloat, 1, cpu);
-  check_size(t_ends, op, "t_ends", 0, M, "one value per sample");
+  for (const auto& [t, name] : {std::pair{&t_starts, "t_starts"}, {&t_ends, "t_ends"}})
+    check_values(*t, op, name, at::kFloat, M, cpu, "one value per sample");
   check_tensor(idx, op, "idx", at::kLong, 1, cpu);
   const int64_t m = idx.size(0);
   const int64_t* ip = idx.data_ptr<int64_t>();
