@@ -38,13 +38,6 @@ class RenderCancelled(Exception):
     """Raised between rounds when the caller's ``should_stop`` said so (a stale view)."""
 
 
-def _rows(value: Tensor, rows: Tensor) -> Tensor:
-    """``value[rows]``: rows int64 [K] of value [m, ...] (``index_select``: on the CPU it
-    copies rows of any width, views such as ``h[:, 1:]`` included, faster than advanced
-    indexing)."""
-    return value.index_select(0, rows)
-
-
 def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor,
                            n_rays: int, *, alpha_thre: float, early_stop_eps: float,
                            round_sizes: Sequence[int] = ROUND_SIZES,
@@ -107,7 +100,7 @@ def evaluate_front_to_back(fn: SampleFn, t_starts: Tensor, t_ends: Tensor, ray_i
             if finish is not None:
                 kept = finish(idx_vis, vis, extras)
             else:
-                kept = {name: _rows(value, vis) for name, value in extras.items()}
+                kept = {name: value.index_select(0, vis) for name, value in extras.items()}
             for name, value in kept.items():
                 extra_parts.setdefault(name, []).append(value)
     if not keep_parts:
