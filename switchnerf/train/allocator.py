@@ -3,8 +3,8 @@
 Every CPU training step allocates and frees the same large tensors (the hash tables'
 gradient alone is 23 MB on the cpu-demo preset). glibc serves such blocks by ``mmap`` or
 trims them off the heap when they are freed, so the next step's first writes page-fault
-the memory back in: about 1000-1900 minor faults a step, 6 % of the step on 2 cores
-(bench/RESULTS.md). Raising glibc's mmap threshold to 32 MB (its maximum) and its trim
+the memory back in: 1000-1700 minor faults a step in ``bench/page_faults.py``, about 8 %
+of the step on 2 cores (bench/RESULTS.md). Raising glibc's mmap threshold to 32 MB (its maximum) and its trim
 threshold to 256 MB keeps such blocks on the heap for reuse; the process then holds up to
 256 MB of freed memory instead of returning it at once.
 
