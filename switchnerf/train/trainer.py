@@ -21,8 +21,7 @@ shaped (gathered on rank 0), so any world size resumes them and every command re
 No global side effects: the trainer draws every random number of training (model
 initialisation, stratified sample offsets, occupancy-grid updates) from its own seeded
 generator and leaves the global RNG untouched; it never builds a ray store (see
-``switchnerf.train.data``). The one process-wide setting it makes on the CPU is glibc's
-malloc thresholds (``switchnerf.train.allocator``: freed step buffers stay for reuse).
+``switchnerf.train.data``).
 """
 
 from __future__ import annotations
@@ -39,7 +38,6 @@ from switchnerf.config import Config
 from switchnerf.errors import SwitchNerfError
 from switchnerf.moe.expert_parallel import dense_parameters
 from switchnerf.moe.routing import balance_loss
-from switchnerf.train.allocator import keep_freed_memory
 from switchnerf.train.builder import build_optimizer, build_renderer
 from switchnerf.train.checkpoint import latest_checkpoint, save_checkpoint, sweep_temporary_files
 from switchnerf.train.data import TrainingData
@@ -86,8 +84,6 @@ class Trainer:
         self.ctx = DistributedContext.single(device) if ctx is None else ctx
         device = self.ctx.device
         self.cfg, self.run_dir, self.device = cfg, Path(run_dir), torch.device(device)
-        if self.device.type == "cpu":
-            keep_freed_memory()  # no page faults on each step's large buffers (glibc)
         self.scene_path, self.scene, self.cams = Path(data.scene_path), data.scene, data.cameras
         # The model is initialised from the run's seed without touching the global RNG; the
         # trainer's generator then continues that stream (on CPU), so a run draws exactly
