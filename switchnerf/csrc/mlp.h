@@ -1,10 +1,11 @@
 // Inference of the field's small MLPs, CPU kernel (torch-free; the host part mlp.cpp checks
 // the arguments, transposes and pads the weights):
 //   y = W2 relu(W1 [p, s * x] + b1 + B[index]) + b2
-// for every row (p: optional unscaled leading input columns, s: optional row scale), in one pass over the batch with no intermediate tensors in memory. The
-// optional per-row hidden bias B[index[r]] ([R, H] rows gathered by index [M]) lets a caller
-// fold inputs that are constant along a ray (view-direction encoding, appearance) into one
-// bias per ray instead of widening every sample's input.
+// for every row (p: optional unscaled leading input columns, s: optional row scale), in one
+// pass over the batch with no intermediate tensors in memory. The optional per-row hidden
+// bias B[index[r]] ([R, H] rows gathered by index [M]) lets a caller fold inputs that are
+// constant along a ray (view-direction encoding, appearance) into one bias per ray instead
+// of widening every sample's input.
 //
 // The torch path (Linear -> ReLU -> Linear, plus the row scale as a separate multiply)
 // writes a [M, H] hidden tensor to memory, copies the bias into every output row first and

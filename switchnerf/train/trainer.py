@@ -474,4 +474,3 @@ class Trainer:
 
     def close(self) -> None:
         self.stream.close()
-
