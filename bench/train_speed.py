@@ -3,7 +3,8 @@ rays/s ratio and held-out PSNR at equal steps, for switchnerf++, single-grid and
 
     python bench/train_speed.py [--baseline 68ff41e] [--steps 2000] [--chunk 250]
                                 [--methods switchnerf++,single-grid,fixed-grid]
-                                [--scene scenes/minicity.yaml] [--out bench/results/train_speed.json]
+                                [--set KEY=VALUE ...] [--scene scenes/minicity.yaml]
+                                [--out bench/results/train_speed.json]
 
 The baseline commit is checked out with ``git worktree add --detach`` into a temporary
 folder (removed at the end); each tree runs in its own subprocesses with PYTHONPATH set to
@@ -14,6 +15,11 @@ store. Runs are interleaved in chunks of ``--chunk`` steps (baseline chunk, curr
 next method, ...), each chunk resuming the run from its checkpoint, so both trees see the
 same machine load over the same minutes; rays/s counts the time inside ``train_step`` only.
 At ``--steps`` both runs are evaluated on every val image (Mega-NeRF right halves).
+
+Each tree reads its own configs/cpu-demo.yaml, whose schedule may differ (the
+learning-rate decay runs over ``train.max_steps``); ``--set`` overrides go to both trees,
+so ``--set train.max_steps=2000`` makes both decay over the measured steps and the PSNR
+columns compare one schedule (a key the baseline does not know fails its worker).
 
 On a shared machine run it once, at low priority (``nice -n 10``): the ratios are what
 count, the absolute rays/s depend on the load.
@@ -70,6 +76,7 @@ def write_results(args, rev: str, rows: list[dict]) -> None:
     tmp_out.write_text(json.dumps({
         "date": datetime.date.today().isoformat(), "baseline": args.baseline, "current": rev,
         "steps": args.steps, "chunk": args.chunk, "base_config": "configs/cpu-demo.yaml",
+        "sets": args.set,
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
                     "load_average": os.getloadavg()},
         "methods": rows, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
@@ -84,6 +91,8 @@ def main() -> int:
     ap.add_argument("--methods", default=",".join(CPU_METHODS))
     ap.add_argument("--scene", type=Path, default=ROOT / "scenes" / "minicity.yaml")
     ap.add_argument("--no-eval", action="store_true", help="skip the held-out PSNR")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for both trees (repeatable)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_speed.json")
     args = ap.parse_args()
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -116,7 +125,7 @@ def main() -> int:
                         work.mkdir(parents=True, exist_ok=True)
                         res = run_chunk(tree, {
                             "config": str(tree / "configs" / "cpu-demo.yaml"),
-                            "sets": CPU_METHODS[m], "scene": str(scene),
+                            "sets": [*CPU_METHODS[m], *args.set], "scene": str(scene),
                             "store": str(tmp / name / "store"), "run": str(work / "run"),
                             "until": until, "evaluate": last and not args.no_eval,
                             "out": str(work / f"chunk_{until}.json")}, work)

@@ -271,6 +271,11 @@ class RoutingConfig(_Section):
     gate_lr_factor: float = setting(0.1, above(0.0))
     # Adam eps of the gate's parameters (None: optim.eps)
     gate_eps: float | None = setting(None, above(0.0))
+    # Share of the schedule (the larger of the steps' and the time budget's share, as for
+    # the learning-rate decay) after which the gate stops learning: its table and MLP get
+    # no more gradients, so the routing is fixed and the balance loss no longer acts
+    # (None: the gate learns to the end).
+    gate_freeze_after: float | None = setting(None, within(0.0, 1.0))
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
+import torch
 from test_train import _data, tiny_cfg
 
 from switchnerf.train.schedule import lr_factor
@@ -68,3 +70,45 @@ def test_a_paused_clock_is_not_training_time(tiny_scene, tmp_path):
     finally:
         trainer.close()
     assert len(paused) == 2 and all(0.0 <= p < 0.1 for p in paused)
+
+
+def _gate_values(field):
+    table, mlp = field.gate_parameters()
+    return [p.detach().clone() for p in table + mlp]
+
+
+@pytest.mark.parametrize("max_steps, budget_s, step_s, frozen_from", [
+    (8, 1000, 0.0, 4),  # by steps: 4 / 8 of the schedule
+    (100, 10000, 2000.0, 3),  # by time: 3 x 2000 s of the 10000 s budget
+])
+def test_the_gate_freezes_after_its_share_of_the_schedule(tiny_scene, tmp_path, max_steps,
+                                                          budget_s, step_s, frozen_from):
+    """``model.routing.gate_freeze_after``: the gate learns until that share of the schedule
+    (the steps', or the time budget's when it is spent faster), then gets no gradient and
+    stays put while the experts go on learning."""
+    cfg = tiny_cfg(extra=["optim.warmup_steps=0", f"train.max_steps={max_steps}",
+                          f"train.time_budget_s={budget_s}", "optim.decay_with_time=true",
+                          "model.routing.gate_freeze_after=0.5"])
+    trainer = Trainer(cfg, _data(cfg, tiny_scene, tmp_path), tmp_path / "run", progress=False)
+    field = trainer.renderer.field
+    seen = []  # (steps done, gate values, expert table) after each step
+
+    def on_step(t, _stats):
+        seen.append((t.step, _gate_values(field), field.expert_table.detach().clone()))
+        t.clock._start -= step_s
+
+    try:
+        trainer.train(max_steps=5, on_step=on_step)
+    finally:
+        trainer.close()
+    assert [s for s, _, _ in seen] == [1, 2, 3, 4, 5]
+    for (done, gate, table), (_, gate_next, table_next) in itertools.pairwise(seen):
+        moved = any(not torch.equal(a, b) for a, b in zip(gate, gate_next))
+        assert moved == (done < frozen_from), done  # the step after `done` steps
+        assert not torch.equal(table, table_next)  # the experts learn throughout
+    assert not any(p.requires_grad for group in field.gate_parameters() for p in group)
+
+
+def test_the_gate_freeze_is_checked(tiny_scene):
+    with pytest.raises(Exception, match="gate_freeze_after"):
+        tiny_cfg(extra=["model.routing.gate_freeze_after=1.5"])

@@ -248,6 +248,16 @@ class SwitchField(nn.Module):
         tables = {id(p) for p in self.table_parameters()}
         return [p for p in self.parameters() if id(p) not in tables]
 
+    def set_gate_learning(self, learning: bool) -> None:
+        """Let the learned gate's table and MLP get gradients (``learning``) or freeze them:
+        a frozen gate routes as it stands and costs no backward pass (no-op without a
+        learned gate)."""
+        table, mlp = self.gate_parameters()
+        for p in table + mlp:
+            if p.requires_grad != learning:
+                p.requires_grad_(learning)
+                p.grad = None
+
     def gate_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """The learned gate's (table, MLP) parameters; both empty without a learned gate.
         They are also among ``table_parameters`` / ``mlp_parameters``."""

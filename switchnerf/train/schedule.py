@@ -24,6 +24,20 @@ def lr_factor(step: int, *, warmup_steps: int, max_steps: int, final_factor: flo
     """
     if warmup_steps > 0 and step < warmup_steps:
         return 0.01 + 0.99 * step / warmup_steps
-    span = max(max_steps - warmup_steps, 1)
-    progress = min(max(max(step - warmup_steps, 0) / span, time_fraction), 1.0)
+    progress = schedule_progress(step, warmup_steps=warmup_steps, max_steps=max_steps,
+                                 time_fraction=time_fraction)
     return math.exp(progress * math.log(final_factor))
+
+
+def schedule_progress(step: int, *, warmup_steps: int, max_steps: int,
+                      time_fraction: float = 0.0) -> float:
+    """How far the schedule has come, in [0, 1]: the share of the steps after warmup
+    (``max_steps`` ends it), or ``time_fraction`` when that is larger.
+
+    >>> schedule_progress(60, warmup_steps=10, max_steps=110)
+    0.5
+    >>> schedule_progress(5, warmup_steps=10, max_steps=110, time_fraction=0.25)
+    0.25
+    """
+    span = max(max_steps - warmup_steps, 1)
+    return min(max(max(step - warmup_steps, 0) / span, time_fraction), 1.0)

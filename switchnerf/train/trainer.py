@@ -59,7 +59,7 @@ from switchnerf.train.progress import TrainProgress
 from switchnerf.train.routing_log import RoutingLog
 from switchnerf.train.run import resume_state, write_run_config, write_run_header
 from switchnerf.train.run_clock import RunClock
-from switchnerf.train.schedule import lr_factor
+from switchnerf.train.schedule import lr_factor, schedule_progress
 from switchnerf.train.step_stats import StepStats, StepValues
 from switchnerf.train.traffic import ExchangeTraffic
 
@@ -192,6 +192,11 @@ class Trainer:
                       final_factor=o.final_lr_factor, time_fraction=spent)
         self.optimizer.param_groups[0]["lr"] = o.lr_tables * f
         self.optimizer.param_groups[1]["lr"] = o.lr_mlps * f
+        freeze_after = self.cfg.model.routing.gate_freeze_after
+        if freeze_after is not None:
+            progress = schedule_progress(self.step, warmup_steps=o.warmup_steps,
+                                         max_steps=t.max_steps, time_fraction=spent)
+            self.renderer.field.set_gate_learning(progress < freeze_after)
 
     def _update_grid(self) -> None:
         s, r = self.cfg.sampler, self.renderer
