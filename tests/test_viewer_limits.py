@@ -229,7 +229,10 @@ def test_a_video_takes_the_model_in_slices_while_training_goes_on(run):
             steps += 1
         th.join(5.0)
         assert not th.is_alive() and result["out"].is_file()
-        assert steps >= 12, f"training made {steps} steps during a 24-frame video"
+        # a job that held the model for the whole video would block the loop's first
+        # on_step until the end: one or two steps. Interleaved, it makes about one step per
+        # two frames here (a count, not a speed: faster renders must not fail this)
+        assert steps >= 4, f"training made {steps} steps during a 24-frame video"
         import imageio_ffmpeg
 
         frames, _ = imageio_ffmpeg.count_frames_and_secs(str(result["out"]))
