@@ -109,6 +109,6 @@ def test_the_gate_freezes_after_its_share_of_the_schedule(tiny_scene, tmp_path, 
     assert not any(p.requires_grad for group in field.gate_parameters() for p in group)
 
 
-def test_the_gate_freeze_is_checked(tiny_scene):
+def test_the_gate_freeze_is_checked():
     with pytest.raises(Exception, match="gate_freeze_after"):
         tiny_cfg(extra=["model.routing.gate_freeze_after=1.5"])
