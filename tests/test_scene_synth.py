@@ -84,3 +84,27 @@ def test_bigcity_preset_scale():
     train = p.num_views - len(range(p.val_every // 2, p.num_views, p.val_every))
     assert (2 * p.half_extent) ** 2 >= 1e6 and train >= 1500
     assert p.image_size[0] >= 400 and p.image_size[1] >= 300
+
+
+def test_close_orbits_circle_their_place_and_look_at_it():
+    """A close orbit's views sit on its circle at its altitude and look at its target (the
+    OpenGL camera looks along -z of c2w); they come after the other views and count in
+    num_views."""
+    from dataclasses import replace
+
+    from switchnerf.scene.synth.drone import drone_cameras
+
+    base = PRESETS["tinycity"]
+    p = replace(base, close_orbits=((10.0, -5.0, 12.0, 30.0, 40.0, 6),))
+    cams = drone_cameras(p, 0)
+    assert p.num_views == base.num_views + 6 and len(cams) == p.num_views
+    assert np.array_equal(cams[: base.num_views], drone_cameras(base, 0))
+    close = cams[base.num_views:]
+    pos = close[:, :3, 3]
+    assert np.allclose(np.hypot(pos[:, 0] - 10.0, pos[:, 1] + 5.0), 30.0)
+    assert np.allclose(pos[:, 2], 40.0)
+    to_target = np.array([10.0, -5.0, 12.0]) - pos
+    to_target /= np.linalg.norm(to_target, axis=1, keepdims=True)
+    assert np.allclose(-close[:, :3, 2], to_target, atol=1e-9)
+    angles = np.sort(np.arctan2(pos[:, 1] + 5.0, pos[:, 0] - 10.0))
+    assert np.allclose(np.diff(angles), 2 * np.pi / 6)  # evenly spread round the place

@@ -3,7 +3,8 @@
 Lawnmower passes at ``preset.altitude``, looking ``pitch_deg`` below the horizon along the
 direction of flight (passes along y, alternating heading, then along x), placed so that
 the principal rays' ground points cover the city evenly; then orbits around the centre
-looking at the ground origin. Small seeded jitter of position and heading.
+looking at the ground origin, then close orbits around a given place looking at a point
+above it. Small seeded jitter of position and heading.
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ def drone_cameras(p: CityPreset, seed: int) -> np.ndarray:
             t = phase + 2 * np.pi * k / n
             pos = np.array([radius * np.cos(t), radius * np.sin(t), altitude])
             views.append(look_c2w(pos, -pos))
+    for cx, cy, look_z, radius, altitude, n in p.close_orbits:
+        phase = rng.uniform(0.0, 2 * np.pi)
+        target = np.array([cx, cy, look_z])
+        for k in range(n):
+            t = phase + 2 * np.pi * k / n
+            pos = np.array([cx + radius * np.cos(t), cy + radius * np.sin(t), altitude])
+            views.append(look_c2w(pos, target - pos))
     return np.stack(views)
 
 

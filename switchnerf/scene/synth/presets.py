@@ -33,6 +33,9 @@ class CityPreset:
     rows: int  # lawnmower passes per direction (passes run along y, then along x)
     per_row: int  # cameras per pass
     orbits: tuple[tuple[float, float, int], ...] = field(default=())  # (radius, altitude, views)
+    # (x, y, look_z, radius, altitude, views): orbits around (x, y), looking at (x, y, look_z);
+    # close views of one place (a downtown) after the orbits around the origin
+    close_orbits: tuple[tuple[float, float, float, float, float, int], ...] = field(default=())
     val_every: int = 8  # view k is val when k % val_every == val_every // 2
     supersample: int = 2  # samples per pixel per axis (anti-aliasing)
     sun_elevation_deg: float = 50.0
@@ -47,7 +50,8 @@ class CityPreset:
 
     @property
     def num_views(self) -> int:
-        return 2 * self.rows * self.per_row + sum(n for _, _, n in self.orbits)
+        return (2 * self.rows * self.per_row + sum(n for _, _, n in self.orbits)
+                + sum(o[-1] for o in self.close_orbits))
 
 
 # Scale matters here: 4x minicity's ground, with detail concentrated in one place. A
