@@ -26,11 +26,10 @@ training on ``--eval-images`` val images, and asks the trainer to stop once the 
 spent (``train.time_budget_s`` is ``--seconds`` too, and the trainer's clock is paused
 while the bench evaluates, so the learning rate's time share, where the preset decays
 with time, follows the same training time). The config's ``train.max_steps`` ends a run
-first if reached: cpu-demo's schedule (40000 steps, more than fit in 660 s on 2 cores, the
-learning rate decaying to a tenth by the larger of the steps' and the time's share) is
-kept, so the time ends every run and the methods compare at equal time; the curves and
-time-to-PSNR too (``--set train.max_steps=N`` for another schedule; the tables in
-bench/RESULTS.md up to 2026-12-01 ran 28000). Checkpoints are written only at the
+first if reached: cpu-demo's schedule (28000 steps, the learning rate decaying to a tenth
+by the larger of the steps' and the time's share) is kept, and the curves and
+time-to-PSNR compare the methods at equal time (``--set train.max_steps=N`` for another
+schedule). Checkpoints are written only at the
 end, outside the clock. Every evaluation is appended to the run's metrics.jsonl as a row
 with ``train_s`` and ``eval_psnr``; the curve and time-to-PSNR are read back from there.
 The held-out figures come from a final evaluation on every val image.
