@@ -59,13 +59,9 @@ def drone_cameras(p: CityPreset, seed: int) -> np.ndarray:
                 views.append(
                     look_c2w(pos, np.cos(pitch) * heading + np.array([0.0, 0.0, -np.sin(pitch)]))
                 )
-    for radius, altitude, n in p.orbits:
-        phase = rng.uniform(0.0, 2 * np.pi)
-        for k in range(n):
-            t = phase + 2 * np.pi * k / n
-            pos = np.array([radius * np.cos(t), radius * np.sin(t), altitude])
-            views.append(look_c2w(pos, -pos))
-    for cx, cy, look_z, radius, altitude, n in p.close_orbits:
+    # orbits round the origin look at the ground origin: close orbits round (0, 0, 0)
+    orbits = [(0.0, 0.0, 0.0, radius, altitude, n) for radius, altitude, n in p.orbits]
+    for cx, cy, look_z, radius, altitude, n in orbits + list(p.close_orbits):
         phase = rng.uniform(0.0, 2 * np.pi)
         target = np.array([cx, cy, look_z])
         for k in range(n):
