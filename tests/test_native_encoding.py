@@ -76,6 +76,29 @@ def test_non_power_of_two_tables(native, n_experts):
     check_against_reference(x, random_table(levels, gen), eid, levels, gen)
 
 
+@pytest.mark.parametrize("n_points", [3, 8, 9, 100, 5000])
+def test_sparse_visits_of_large_tables(native, n_points):
+    """Few points against large hashed levels (a training batch: the kernel computes the
+    corners ahead of use and prefetches their rows) and the same points against small
+    tables (the plain loop); some points' output gradient is zero (skipped rows)."""
+    gen = torch.Generator().manual_seed(70 + n_points)
+    x = ray_points(n_points, gen)
+    eid = torch.randint(0, 3, (n_points,), generator=gen)
+    for log2_size in (16, 9):  # 2 n < 2^16 rows: sparse; 2^9 rows: dense for the larger n
+        specs = [GridSpec(4, log2_size, max_resolution=float(512 + 256 * e)) for e in range(3)]
+        levels = LevelTable.for_experts(specs, n_levels=4, n_features=2)
+        table = random_table(levels, gen)
+        ref_table, nat_table = table.clone().requires_grad_(), table.clone().requires_grad_()
+        ref = hash_encode_reference(x, ref_table, eid, levels)
+        out = fused(x, nat_table, eid, levels)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        grad = torch.randn(ref.shape, generator=gen)
+        grad[::3] = 0.0
+        (g_ref,) = torch.autograd.grad(ref, ref_table, grad)
+        (g_nat,) = torch.autograd.grad(out, nat_table, grad)
+        torch.testing.assert_close(g_nat, g_ref, rtol=1e-5, atol=1e-5)
+
+
 def test_levels_cover_dense_hashed_and_mixed():
     kinds = set(expert_levels(8).level_kinds)
     assert kinds == {"dense", "hashed", "mixed"}

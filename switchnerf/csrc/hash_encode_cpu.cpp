@@ -7,6 +7,13 @@
 // of expert_id gives the order; no copy of the batch is made), so ray-ordered
 // samples hit neighbouring table rows one after another.
 //
+// Sparse touches of a large level (a training batch: a few thousand points against tens
+// of thousands of rows, the table cold after the optimiser's pass over every row) are
+// bound by the latency of the corner rows' cache misses: such a task computes the corners
+// of the point kAhead places ahead into a small ring and prefetches their rows, so that
+// several points' misses are in flight at once (`visits_sparsely`). A dense batch (a
+// render) reuses the rows from cache and runs the plain loop, which the ring would slow.
+//
 // The backward needs no atomics: the (grid, level) row ranges of the table are
 // disjoint, so a task that owns one (grid, level) pair for all of that grid's
 // points is the only writer of its rows. If a caller hands a table whose level
@@ -106,49 +113,119 @@ inline void corners(const Level& lv, const float* xi, uint32_t idx[8], float w[8
   }
 }
 
+constexpr int kAhead = 8;  // points whose corner rows are prefetched ahead of their use
+
+// Whether a task visits the level's rows sparsely: its grid's n points touch 8 n corners,
+// fewer than 4 per row of the level (the rows are then mostly cold and the ring pays).
+inline bool visits_sparsely(int64_t n_points, const Level& lv) {
+  return 2 * n_points < int64_t(lv.size);
+}
+
+// Corner rows and weights of the points order[k] for k in [begin, end), computed kAhead
+// points before their use and their rows prefetched (rw: 0 read, 1 write).
+template <bool HASHED, bool POW2, int RW>
+struct CornerRing {
+  uint32_t idx[kAhead][8];
+  float w[kAhead][8];
+  bool live[kAhead];
+
+  // Corners of point k into its slot when `take`, with its rows prefetched from `base`
+  // (row r at base + r * F floats).
+  template <int F>
+  void fill(const HashEncodeArgs& a, const Level& lv, int64_t i, int64_t k, bool take,
+            const float* base) {
+    const int s = int(k % kAhead);
+    live[s] = take;
+    if (!take) return;
+    corners<HASHED, POW2>(lv, a.x + 3 * i, idx[s], w[s]);
+    for (int c = 0; c < 8; ++c) __builtin_prefetch(base + int64_t(idx[s][c]) * F, RW, 3);
+  }
+};
+
+template <int F>
+inline void gather_corners(const float* tab, const uint32_t idx[8], const float w[8],
+                           float* o) {
+  float acc[F];
+  for (int f = 0; f < F; ++f) acc[f] = 0.0f;
+  for (int c = 0; c < 8; ++c) {
+    const float* row = tab + int64_t(idx[c]) * F;
+    for (int f = 0; f < F; ++f) acc[f] += w[c] * row[f];
+  }
+  for (int f = 0; f < F; ++f) o[f] = acc[f];
+}
+
+template <int F>
+inline void scatter_corners(float* gt, const uint32_t idx[8], const float w[8], const float* go) {
+  float g[F];
+  for (int f = 0; f < F; ++f) g[f] = go[f];
+  for (int c = 0; c < 8; ++c) {
+    float* row = gt + int64_t(idx[c]) * F;
+    for (int f = 0; f < F; ++f) row[f] += w[c] * g[f];
+  }
+}
+
+template <int F>
+inline bool any_nonzero(const float* go) {
+  bool any = false;
+  for (int f = 0; f < F; ++f) any |= go[f] != 0.0f;
+  return any;
+}
+
 template <int F, bool HASHED, bool POW2>
 void forward_run(const HashEncodeArgs& a, const Level& lv, int64_t l, const int64_t* order,
-                 int64_t begin, int64_t end, float* out) {
+                 int64_t begin, int64_t end, bool sparse, float* out) {
   const int64_t stride = a.n_levels * F;
   const float* tab = a.table + lv.offset * F;
-  for (int64_t k = begin; k < end; ++k) {
-    const int64_t i = order ? order[k] : k;
-    uint32_t idx[8];
-    float w[8];
-    corners<HASHED, POW2>(lv, a.x + 3 * i, idx, w);
-    float acc[F];
-    for (int f = 0; f < F; ++f) acc[f] = 0.0f;
-    for (int c = 0; c < 8; ++c) {
-      const float* row = tab + int64_t(idx[c]) * F;
-      for (int f = 0; f < F; ++f) acc[f] += w[c] * row[f];
+  auto at = [&](int64_t k) { return order ? order[k] : k; };
+  if (!sparse) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t i = at(k);
+      uint32_t idx[8];
+      float w[8];
+      corners<HASHED, POW2>(lv, a.x + 3 * i, idx, w);
+      gather_corners<F>(tab, idx, w, out + i * stride + l * F);
     }
-    float* o = out + i * stride + l * F;
-    for (int f = 0; f < F; ++f) o[f] = acc[f];
+    return;
+  }
+  CornerRing<HASHED, POW2, 0> ring;
+  for (int64_t k = begin; k < std::min(end, begin + kAhead); ++k)
+    ring.template fill<F>(a, lv, at(k), k, true, tab);
+  for (int64_t k = begin; k < end; ++k) {
+    const int s = int(k % kAhead);
+    gather_corners<F>(tab, ring.idx[s], ring.w[s], out + at(k) * stride + l * F);
+    if (k + kAhead < end) ring.template fill<F>(a, lv, at(k + kAhead), k + kAhead, true, tab);
   }
 }
 
 template <int F, bool HASHED, bool POW2>
 void backward_run(const HashEncodeArgs& a, const Level& lv, int64_t l, const int64_t* order,
-                  int64_t begin, int64_t end, const float* grad_out, float* grad_table) {
+                  int64_t begin, int64_t end, bool sparse, const float* grad_out,
+                  float* grad_table) {
   const int64_t stride = a.n_levels * F;
   float* gt = grad_table + lv.offset * F;
+  auto at = [&](int64_t k) { return order ? order[k] : k; };
+  auto grad_of = [&](int64_t i) { return grad_out + i * stride + l * F; };
+  if (!sparse) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t i = at(k);
+      if (!any_nonzero<F>(grad_of(i))) continue;
+      uint32_t idx[8];
+      float w[8];
+      corners<HASHED, POW2>(lv, a.x + 3 * i, idx, w);
+      scatter_corners<F>(gt, idx, w, grad_of(i));
+    }
+    return;
+  }
+  CornerRing<HASHED, POW2, 1> ring;
+  auto fill = [&](int64_t k) {
+    const int64_t i = at(k);
+    ring.template fill<F>(a, lv, i, k, any_nonzero<F>(grad_of(i)), gt);
+  };
+  for (int64_t k = begin; k < std::min(end, begin + kAhead); ++k) fill(k);
   for (int64_t k = begin; k < end; ++k) {
-    const int64_t i = order ? order[k] : k;
-    const float* go = grad_out + i * stride + l * F;
-    float g[F];
-    bool any = false;
-    for (int f = 0; f < F; ++f) {
-      g[f] = go[f];
-      any |= g[f] != 0.0f;
-    }
-    if (!any) continue;
-    uint32_t idx[8];
-    float w[8];
-    corners<HASHED, POW2>(lv, a.x + 3 * i, idx, w);
-    for (int c = 0; c < 8; ++c) {
-      float* row = gt + int64_t(idx[c]) * F;
-      for (int f = 0; f < F; ++f) row[f] += w[c] * g[f];
-    }
+    const int s = int(k % kAhead);
+    if (ring.live[s]) scatter_corners<F>(gt, ring.idx[s], ring.w[s], grad_of(at(k)));
+    if (k + kAhead < end) fill(k + kAhead);
   }
 }
 
@@ -232,7 +309,9 @@ void hash_encode_forward_cpu(const HashEncodeArgs& a, float* out) {
   for (int64_t t = 0; t < n_tasks; ++t) {
     const Task& task = tasks[t];
     const Level lv = level_at(a, task.e, task.l);
-    dispatch<Forward>(a.n_features, lv, a, lv, task.l, order, task.begin, task.end, out);
+    const bool sparse = visits_sparsely(seg.begin[task.e + 1] - seg.begin[task.e], lv);
+    dispatch<Forward>(a.n_features, lv, a, lv, task.l, order, task.begin, task.end, sparse,
+                      out);
   }
 }
 
@@ -264,8 +343,9 @@ void hash_encode_backward_cpu(const HashEncodeArgs& a, const float* grad_out, fl
   for (int64_t t = 0; t < n_tasks; ++t) {
     const Task& task = tasks[t];
     const Level lv = level_at(a, task.e, task.l);
-    dispatch<Backward>(a.n_features, lv, a, lv, task.l, order, task.begin, task.end, grad_out,
-                       grad_table);
+    const bool sparse = visits_sparsely(task.end - task.begin, lv);
+    dispatch<Backward>(a.n_features, lv, a, lv, task.l, order, task.begin, task.end, sparse,
+                       grad_out, grad_table);
   }
 }
 
