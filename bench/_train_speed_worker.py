@@ -41,6 +41,12 @@ def main() -> int:
     from switchnerf.train.checkpoint import latest_checkpoint
     from switchnerf.train.evaluate import evaluate, uses_right_half_protocol
 
+    try:  # build (or load) the tree's native ops before any step is timed
+        from switchnerf.ops import load_native
+    except ImportError:
+        pass
+    else:
+        load_native()
     cfg = _load_config(load_config, Path(job["config"]), job["sets"])
     run, store = Path(job["run"]), Path(job["store"])
     resume = run.is_dir() and latest_checkpoint(run) is not None
