@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from switchnerf.encoding.hashgrid import PARAM_INIT_RANGE
-from switchnerf.ops.hash_encode import hash_encode, hash_encode_given
+from switchnerf.ops.hash_encode import hash_encode
 from switchnerf.ops.hash_levels import (
     GridSpec,
     LevelTable,
@@ -155,17 +155,12 @@ class HashExperts(nn.Module):
         s = self.expert_param_slice(expert)
         return s.stop - s.start
 
-    def encode(self, x: torch.Tensor, expert_id: torch.Tensor,
-               given: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, expert_id: torch.Tensor) -> torch.Tensor:
         """Encode each point with its own expert.
 
         x: float [N, 3] in the unit cube; expert_id: int64 [N] in [0, E).
-        Returns [N, n_levels * n_features_per_level]. given: the same encoding computed
-        before without gradients (same x, expert_id and table values): returned as the
-        value, with the table gradient of the encoding (``hash_encode_given``).
+        Returns [N, n_levels * n_features_per_level].
         """
-        if given is not None:
-            return hash_encode_given(x, self.table_view(), expert_id, self.levels, given)
         return hash_encode(x, self.table_view(), expert_id, self.levels)
 
     def forward(self, x: torch.Tensor, expert_id: torch.Tensor) -> torch.Tensor:

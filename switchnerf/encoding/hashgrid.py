@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from switchnerf.ops.hash_encode import hash_encode, hash_encode_given
+from switchnerf.ops.hash_encode import hash_encode
 from switchnerf.ops.hash_levels import (
     LevelTable,
     levels_from_buffers,
@@ -98,12 +98,8 @@ class HashGrid(nn.Module):
         """``params`` as the [R, F] table (a view: writes go to the parameter)."""
         return self.params.view(self._levels.n_rows, self.n_features_per_level)
 
-    def forward(self, x: torch.Tensor, given: torch.Tensor | None = None) -> torch.Tensor:
-        """x: float [N, 3] in the unit cube. Returns [N, n_levels * n_features_per_level].
-        given: the same encoding computed before without gradients, returned as the value
-        with the table gradient of the encoding (``hash_encode_given``)."""
-        if given is not None:
-            return hash_encode_given(x, self.table_view(), None, self.levels, given)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: float [N, 3] in the unit cube. Returns [N, n_levels * n_features_per_level]."""
         return hash_encode(x, self.table_view(), None, self.levels)
 
     def extra_repr(self) -> str:

@@ -40,34 +40,15 @@ class FieldOutput:
 
 
 @dataclass
-class PointEncoding:
-    """What a pass without gradients computed per point before the head (leading dimension
-    M), for a pass with gradients over some of the same points to reuse
-    (``SwitchField.geometry(x, encoding)``): gate the routing; feats [M, L_e*F] each
-    point's expert features (unscaled); shared [M, S*F] the shared grid's, or None."""
-
-    gate: GateOutput
-    feats: torch.Tensor
-    shared: torch.Tensor | None
-
-    def take(self, index: torch.Tensor) -> PointEncoding:
-        """The encodings of the points ``index`` (int64 [K]) only."""
-        return PointEncoding(self.gate.take(index), self.feats.index_select(0, index),
-                             None if self.shared is None else self.shared.index_select(0, index))
-
-
-@dataclass
 class Geometry:
     """What the density half of the field gives per point (leading dimension M): sigma [M]
     density per world unit; geo [M, G] features for the colour head; gate the routing;
-    kept bool [M] (False where the capacity limit dropped the point); encoding the
-    routing and grid features it was computed from."""
+    kept bool [M] (False where the capacity limit dropped the point)."""
 
     sigma: torch.Tensor
     geo: torch.Tensor
     gate: GateOutput
     kept: torch.Tensor
-    encoding: PointEncoding
 
 
 class SwitchField(nn.Module):
@@ -144,49 +125,23 @@ class SwitchField(nn.Module):
                               torch.ones(m, device=x.device))
         return self.router(x)
 
-    def geometry(self, x: torch.Tensor, encoding: PointEncoding | None = None) -> Geometry:
-        """Route, encode and run the density head on unit-cube points x [M, 3].
-
-        encoding: what a pass without gradients computed for these points (the pruning
-        pass of a training step, ``Geometry.encoding`` taken at the kept samples; requires
-        :attr:`reuses_encoding`): its routing and grid features are reused as values and
-        only the head runs again; the tables get the encoding's own gradient and a
-        learning gate is evaluated again, with gradients, at the experts already chosen.
-        """
+    def geometry(self, x: torch.Tensor) -> Geometry:
+        """Route, encode and run the density head on unit-cube points x [M, 3]."""
         x = x.clamp(0.0, 1.0)
-        gate = self.route(x) if encoding is None else self._route_again(x, encoding.gate)
+        gate = self.route(x)
         if self.drops_over_capacity():
             kept = capacity_keep_mask(gate.expert_id, gate.gate_value, self.n_experts,
                                       self.cfg.routing.capacity_factor)
         else:
             kept = torch.ones_like(gate.expert_id, dtype=torch.bool)
-        if encoding is None:
-            feats = self.experts.encode(x, gate.expert_id)  # [M, L_e*F]
-        else:
-            feats = self.experts.encode(x, gate.expert_id, given=encoding.feats)
+        feats = self.experts.encode(x, gate.expert_id)  # [M, L_e*F]
         scale = gate_scale(gate.gate_value, self.cfg.routing.gate_scale) * kept  # [M]
         # head input: [M, S*F] shared grid features (if any), then [M, L_e*F] gate-scaled
         # expert features
-        prefix = None if self.shared is None else self.shared(
-            x, given=None if encoding is None else encoding.shared).to(feats.dtype)
+        prefix = None if self.shared is None else self.shared(x).to(feats.dtype)
         h = apply_mlp(self.head, feats, scale, prefix=prefix)
         sigma = density_activation(self.cfg.head.density_activation, h[:, 0].float())
-        return Geometry(sigma, h[:, 1:], gate, kept, PointEncoding(gate, feats, prefix))
-
-    def _route_again(self, x: torch.Tensor, gate: GateOutput) -> GateOutput:
-        """The routing of points already routed by a pass without gradients: the same, or
-        for a learning gate in a pass with gradients its probabilities again at the chosen
-        experts."""
-        if (isinstance(self.router, HashGate) and self.router.learning
-                and torch.is_grad_enabled()):
-            return self.router.probs_at(x, gate.expert_id)
-        return gate
-
-    @property
-    def reuses_encoding(self) -> bool:
-        """Whether ``geometry(x, encoding)`` may reuse an earlier pass's encoding: not under
-        expert parallelism (there every encode is a collective exchange of samples)."""
-        return not isinstance(self.experts, ExpertParallelEncoder)
+        return Geometry(sigma, h[:, 1:], gate, kept)
 
     def drops_over_capacity(self) -> bool:
         """Whether ``geometry`` applies ``routing.capacity_factor`` now: only in a training
@@ -266,11 +221,8 @@ class SwitchField(nn.Module):
         return rgb
 
     def forward(self, x: torch.Tensor, directions: torch.Tensor,
-                image_index: torch.Tensor | None = None,
-                encoding: PointEncoding | None = None) -> FieldOutput:
-        """Density and colour at unit-cube points x [M, 3] seen along unit world-frame
-        directions [M, 3]; encoding: as :meth:`geometry`."""
-        g = self.geometry(x, encoding)
+                image_index: torch.Tensor | None = None) -> FieldOutput:
+        g = self.geometry(x)
         rgb = self.rgb(g.geo, directions, image_index)
         return FieldOutput(g.sigma, rgb, g.gate.expert_id, g.gate.gate_value, g.gate.probs,
                            g.kept)

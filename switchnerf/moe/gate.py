@@ -44,14 +44,6 @@ class GateOutput:
             self._probs = torch.softmax(self.logits.float(), dim=-1)
         return self._probs
 
-    def take(self, index: torch.Tensor) -> GateOutput:
-        """The outputs of the points ``index`` (int64 [K]) only."""
-        def rows(t):
-            return None if t is None else t.index_select(0, index)
-
-        return GateOutput(rows(self._probs), rows(self.expert_id), rows(self.gate_value),
-                          logits=rows(self.logits))
-
 
 def dense_rows(cfg: GridConfig) -> int:
     """Rows of the finest level of ``cfg`` when it is stored densely: ``res^3`` rounded up
@@ -110,21 +102,6 @@ class HashGate(nn.Module):
         grid = partition_grid(self.n_experts)
         cells = assign_cells(list(finest_resolutions), grid)
         init_partition_gate(self.mlp, partition_centroids(grid)[cells], margin)
-
-    @property
-    def learning(self) -> bool:
-        """Whether any of the gate's parameters trains (``SwitchField.set_gate_learning``)."""
-        return any(p.requires_grad for p in self.parameters())
-
-    def probs_at(self, x: torch.Tensor, expert_id: torch.Tensor) -> GateOutput:
-        """The gate's probabilities at x [M, 3] (with gradients) for experts already chosen:
-        ``expert_id`` int64 [M] (the top-1 of an earlier pass over the same points) and
-        ``gate_value = probs[m, expert_id[m]]``."""
-        feats = self.encoding(x)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            logits = apply_mlp(self.mlp, 2.0 * x.float() - 1.0, prefix=feats.float())
-            probs = torch.softmax(logits, dim=-1)
-        return GateOutput(probs, expert_id, probs.gather(1, expert_id[:, None]).squeeze(1))
 
     def forward(self, x: torch.Tensor) -> GateOutput:
         feats = self.encoding(x)

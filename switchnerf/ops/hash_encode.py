@@ -106,57 +106,6 @@ def _select_backend(x: torch.Tensor, table: torch.Tensor) -> EncodeFn:
     return fused_hash_encode
 
 
-class _GivenHashEncode(torch.autograd.Function):
-    """``out = features`` (the encoding of x, computed before without gradients); backward
-    gives d encode(x, table) / d table as the encoding itself would."""
-
-    @staticmethod
-    def forward(ctx, table, features, x, expert_id, levels):
-        ctx.save_for_backward(table, x, expert_id)
-        ctx.levels = levels
-        return features
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        table, x, expert_id = ctx.saved_tensors
-        levels = ctx.levels
-        encode = _select_backend(x, table)
-        if encode is fused_hash_encode:
-            meta = [getattr(levels, n).to(x.device).contiguous()
-                    for n in ("scale", "resolution", "size", "offset")]
-            grad_table = load_native().hash_encode_backward(
-                grad_out.float().contiguous(), x.contiguous(),
-                None if expert_id is None else expert_id.contiguous(), *meta,
-                levels.n_rows, levels.n_features)
-        else:
-            with torch.enable_grad():
-                t = table.detach().requires_grad_(True)
-                (grad_table,) = torch.autograd.grad(encode(x, t, expert_id, levels), t, grad_out)
-        return grad_table, None, None, None, None
-
-
-def hash_encode_given(
-    x: torch.Tensor, table: torch.Tensor, expert_id: torch.Tensor | None, levels: LevelTable,
-    features: torch.Tensor
-) -> torch.Tensor:
-    """``hash_encode(x, table, expert_id, levels)`` whose value is already known: returns
-    ``features`` [N, L * F] (computed earlier from the same x, expert_id and table values,
-    without gradients), differentiable w.r.t. ``table`` as the encoding is (the backward
-    runs the encoding's own; no gradient w.r.t. x). The training step evaluates each
-    sample's encoding once: its pruning pass encodes every marched sample, the pass with
-    gradients reuses the kept ones'.
-    """
-    if x.requires_grad:
-        raise ValueError("hash_encode_given: x requires grad; use hash_encode")
-    if features.shape != (x.shape[0], levels.output_dim):
-        raise ValueError(f"hash_encode_given: features have shape {tuple(features.shape)}, "
-                         f"expected ({x.shape[0]}, {levels.output_dim})")
-    if not table.requires_grad or not torch.is_grad_enabled():
-        return features
-    return _GivenHashEncode.apply(table, features, x, expert_id, levels)
-
-
 def hash_encode(
     x: torch.Tensor, table: torch.Tensor, expert_id: torch.Tensor | None, levels: LevelTable
 ) -> torch.Tensor:

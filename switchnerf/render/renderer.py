@@ -161,20 +161,12 @@ class Renderer:
                                               generator=generator)
 
         density_calls = []
-        # the pass with gradients reuses the pruning pass's routing and grid features of
-        # the samples it keeps (each sample encoded once per step)
-        reuse = prune and getattr(field, "reuses_encoding", False)
-        encodings = []
 
         def sigma_fn(t_starts, t_ends, ray_indices):
             t_mid = 0.5 * (t_starts + t_ends)
             pts = o_unit[ray_indices] + t_mid[:, None] * d_unit[ray_indices]
             density_calls.append(len(pts))
-            if not reuse:
-                return field.density(pts)
-            g = field.geometry(pts)
-            encodings.append(g.encoding)
-            return g.sigma
+            return field.density(pts)
 
         with torch.no_grad():
             samples = march_rays(
@@ -189,11 +181,7 @@ class Renderer:
         ri = samples.ray_indices
         t_mid = 0.5 * (samples.t_starts + samples.t_ends)
         pts = o_unit[ri] + t_mid[:, None] * d_unit[ri]
-        reused = {}
-        if encodings and samples.source_index is not None:
-            reused["encoding"] = encodings[0].take(samples.source_index)
-        out = field(pts, rays.directions[ri], None if image_index is None else image_index[ri],
-                    **reused)
+        out = field(pts, rays.directions[ri], None if image_index is None else image_index[ri])
         background = field.background(rays.directions) if field.background is not None else None
         result = render_packed(samples.t_starts, samples.t_ends, ri, len(rays), out.rgb,
                                out.sigma, expert_ids=out.expert_id, background_rgb=background)

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from switchnerf.ops import native_available
+from switchnerf.ops.counts import select_where
 from switchnerf.ops.march import march_native, march_torch, ray_box_intersect
 from switchnerf.ops.render_weights import packed_info, render_weights
 
@@ -52,8 +53,6 @@ class PackedSamples:
     n_rays: N.
     chunk_starts, chunk_counts: int64 [N], where each ray's samples start and how many
     (nerfacc's ``packed_info`` columns).
-    source_index: int64 [M] or None: after pruning, where each sample stood among the
-    marched samples that ``sigma_fn`` saw (None: nothing was pruned by density).
     """
 
     ray_indices: Tensor
@@ -62,7 +61,6 @@ class PackedSamples:
     n_rays: int
     chunk_starts: Tensor
     chunk_counts: Tensor
-    source_index: Tensor | None = None
 
     def __post_init__(self) -> None:
         m = self.ray_indices.shape[0]
@@ -87,11 +85,10 @@ class PackedSamples:
 
     @staticmethod
     def from_indices(ray_indices: Tensor, t_starts: Tensor, t_ends: Tensor,
-                     n_rays: int, source_index: Tensor | None = None) -> PackedSamples:
+                     n_rays: int) -> PackedSamples:
         """Build from sorted ``ray_indices`` [M], computing the chunk info."""
         starts, counts = packed_info(ray_indices, n_rays)
-        return PackedSamples(ray_indices, t_starts, t_ends, n_rays, starts, counts,
-                             source_index)
+        return PackedSamples(ray_indices, t_starts, t_ends, n_rays, starts, counts)
 
 
 @functools.lru_cache(maxsize=1)
@@ -205,10 +202,8 @@ def prune_invisible(ray_indices: Tensor, t_starts: Tensor, t_ends: Tensor, n_ray
     """Packed samples minus those ``sigma_fn`` shows invisible (shared by every backend).
 
     Keeps ``(T >= early_stop_eps) & (a >= alpha_thre)`` with ``w, T, a = render_weights(...)``
-    of the sigmas ``sigma_fn`` returns (``source_index`` then says which of the marched
-    samples were kept); without ``sigma_fn`` keeps everything.
+    of the sigmas ``sigma_fn`` returns; without ``sigma_fn`` keeps everything.
     """
-    source_index = None
     if sigma_fn is not None and (alpha_thre > 0 or early_stop_eps > 0) and len(ray_indices):
         sigmas = sigma_fn(t_starts, t_ends, ray_indices).reshape(-1).to(torch.float32)
         if sigmas.shape != t_starts.shape:
@@ -218,7 +213,5 @@ def prune_invisible(ray_indices: Tensor, t_starts: Tensor, t_ends: Tensor, n_ray
         keep = trans >= early_stop_eps
         if alpha_thre > 0:
             keep &= alphas >= alpha_thre
-        source_index = keep.nonzero().squeeze(1)  # one host sync
-        ray_indices, t_starts, t_ends = (t.index_select(0, source_index)
-                                         for t in (ray_indices, t_starts, t_ends))
-    return PackedSamples.from_indices(ray_indices, t_starts, t_ends, n_rays, source_index)
+        ray_indices, t_starts, t_ends = select_where(keep, ray_indices, t_starts, t_ends)
+    return PackedSamples.from_indices(ray_indices, t_starts, t_ends, n_rays)
