@@ -210,6 +210,8 @@ def instrument(trainer, timer: PhaseTimer) -> None:
 def table(totals: dict[str, float], per: int, title: str, top: str) -> tuple[str, list[dict]]:
     totals = {k.removeprefix(top + "/"): v for k, v in totals.items()}
     whole = sum(totals.values())
+    if per < 1 or whole <= 0:
+        return "(none measured)", []
     rows = sorted(({"phase": k, "ms": 1e3 * v / per, "share": v / whole} for k, v in totals.items()),
                   key=lambda r: -r["ms"])
     lines = [f"| {title} | ms | share |", "|---|---|---|"]
@@ -286,7 +288,8 @@ def main() -> int:
                 with timer.phase("render"):
                     trainer.renderer.render_camera(cam)
             render_totals = dict(timer.totals)
-            render_totals["rays, assembly"] = render_totals.pop("render")
+            if "render" in render_totals:  # none with --renders 0
+                render_totals["rays, assembly"] = render_totals.pop("render")
         finally:
             trainer.close()
     train_md, train_rows = table(train_totals, args.steps, "training step phase", "train_step")
