@@ -137,29 +137,6 @@ def test_grouped_mlp_over_successive_calls_equals_one_concatenation(native):
                            None, torch.tensor([0, 900]))
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_grouped_mlp_with_gradients_equals_the_concatenation(layers):
-    """The torch path (a training step's colour head): the groups' columns multiplied once
-    per group, gathered per row; output and every gradient (weights, rows, shared columns)
-    as the concatenated form's, over two calls sharing the per-group product."""
-    torch.manual_seed(6)
-    mlp = make_mlp(15 + 24, 32, 3, layers)
-    shared = torch.randn(50, 24, requires_grad=True)
-    x = torch.randn(700, 15, requires_grad=True)
-    index = torch.randint(0, 50, (700,))
-    w = torch.randn(700, 3)
-    params = [*mlp.parameters(), x, shared]
-    ref = mlp(torch.cat([x, shared[index]], dim=-1))
-    g_ref = torch.autograd.grad((ref * w).sum(), params)
-    head = GroupedMLP(mlp, shared, 15)
-    out = torch.cat([head(x[:300], index[:300]), head(x[300:], index[300:])])
-    assert len(head._group_hidden) == 1  # one per-group product for both calls
-    g_out = torch.autograd.grad((out * w).sum(), params)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    for a, b in zip(g_out, g_ref):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-
-
 def test_front_to_back_finish_sees_each_rounds_visible_samples():
     n = 200
     t_starts, t_ends, ray_indices, sigma = _packed(n, seed=11)

@@ -92,18 +92,3 @@ def test_capacity_matches_bruteforce_random():
 def test_expert_load_fractions():
     load = expert_load(torch.tensor([0, 0, 2, 2, 2, 1]), 4)
     assert torch.allclose(load, torch.tensor([2, 1, 3, 0]) / 6.0)
-
-
-def test_softmax_experts_equals_torch_softmax_with_gradients():
-    from switchnerf.moe.routing import softmax_experts
-
-    gen = torch.Generator().manual_seed(8)
-    logits = (torch.randn(500, 8, generator=gen) * 30).requires_grad_()  # large: overflow-safe
-    logits.data[0] = torch.tensor([1e4, -1e4, 0, 0, 0, 0, 0, 0])
-    w = torch.randn(500, 8, generator=gen)
-    ours = softmax_experts(logits)
-    ref = torch.softmax(logits, dim=-1)
-    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-7)
-    (g_ours,) = torch.autograd.grad((ours * w).sum(), logits)
-    (g_ref,) = torch.autograd.grad((ref * w).sum(), logits)
-    torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-6)

@@ -14,7 +14,7 @@ from switchnerf.moe.partition_init import (
     partition_centroids,
     partition_grid,
 )
-from switchnerf.moe.routing import softmax_experts, top1
+from switchnerf.moe.routing import top1
 from switchnerf.ops.hash_levels import MAX_HASHMAP_SIZE, grid_level_specs, per_level_scale_for
 from switchnerf.ops.mlp import apply_mlp, make_mlp
 from switchnerf.scene.partition import GridPartition
@@ -41,7 +41,7 @@ class GateOutput:
     @property
     def probs(self) -> torch.Tensor:
         if self._probs is None:
-            self._probs = softmax_experts(self.logits.float())
+            self._probs = torch.softmax(self.logits.float(), dim=-1)
         return self._probs
 
 
@@ -112,7 +112,7 @@ class HashGate(nn.Module):
                 # and max softmax = 1 / sum(exp(logits - max)).
                 expert_id, gate_value = top1_of_logits(logits)
                 return GateOutput(None, expert_id, gate_value, logits=logits)
-            probs = softmax_experts(logits)
+            probs = torch.softmax(logits, dim=-1)
         expert_id, gate_value = top1(probs)
         return GateOutput(probs, expert_id, gate_value)
 

@@ -96,16 +96,14 @@ class GroupedMLP:
     (rows of x [M, I] belong to groups ``index`` int64 [M]; the view encoding and appearance
     of a ray are the same for all its samples).
 
-    The first layer's product with ``shared`` is computed once per group ([R, H], plus the
-    first layer's bias) and added to each row's hidden layer: by the native op (same
-    conditions as :func:`apply_mlp`), else by torch ops (with gradients: a training step's
-    colour head multiplies a ray's view encoding and appearance once, not once per
-    sample). The result equals the concatenated form to float32 rounding.
+    With the native op (same conditions as :func:`apply_mlp`) the first layer's product
+    with ``shared`` is computed once, here ([R, H]), and added to each row's hidden layer
+    in every call; the result equals the concatenated form to float32 rounding. Otherwise
+    each call concatenates.
     """
 
     def __init__(self, mlp: nn.Sequential, shared: torch.Tensor, n_own: int) -> None:
         self.mlp = mlp
-        self._group_hidden: dict[torch.dtype, torch.Tensor] = {}
         self.shared = shared
         self.n_own = int(n_own)
         self.hidden_bias: torch.Tensor | None = None
@@ -125,24 +123,7 @@ class GroupedMLP:
                                   index=index.to(torch.long).contiguous(), rows=rows)
         if rows is not None:
             x = x.index_select(0, rows)
-        first = self.mlp[0]
-        if not isinstance(first, nn.Linear):
-            return self.mlp(torch.cat([x, self.shared[index].to(x.dtype)], dim=-1))
-        w = first.weight
-        hidden = torch.addmm(self._per_group(x.dtype).index_select(0, index), x,
-                             w[:, :self.n_own].t().to(x.dtype))  # [M, H]
-        return self.mlp[1:](hidden)
-
-    def _per_group(self, dtype: torch.dtype) -> torch.Tensor:
-        """The first layer's product with the shared columns plus its bias, [R, H] (torch
-        ops, with gradients when recorded); computed once per dtype."""
-        if dtype not in self._group_hidden:
-            first = self.mlp[0]
-            h = self.shared.to(dtype) @ first.weight[:, self.n_own:].t().to(dtype)
-            if first.bias is not None:
-                h = h + first.bias.to(dtype)
-            self._group_hidden[dtype] = h
-        return self._group_hidden[dtype]
+        return self.mlp(torch.cat([x, self.shared[index].to(x.dtype)], dim=-1))
 
 
 def apply_mlp_shared(mlp: nn.Sequential, x: torch.Tensor, shared: torch.Tensor,

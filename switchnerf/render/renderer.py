@@ -181,16 +181,12 @@ class Renderer:
         ri = samples.ray_indices
         t_mid = 0.5 * (samples.t_starts + samples.t_ends)
         pts = o_unit[ri] + t_mid[:, None] * d_unit[ri]
-        g = field.geometry(pts)
-        # the view encoding and appearance once per ray, with their share of the colour
-        # head's first layer (``rgb_of_rays``)
-        rgb = field.rgb_of_rays(g.geo, rays.directions, ri, image_index)
+        out = field(pts, rays.directions[ri], None if image_index is None else image_index[ri])
         background = field.background(rays.directions) if field.background is not None else None
-        gate = g.gate
-        result = render_packed(samples.t_starts, samples.t_ends, ri, len(rays), rgb,
-                               g.sigma, expert_ids=gate.expert_id, background_rgb=background)
-        return _assemble(result, ri, len(rays), gate.expert_id, gate.gate_value, g.kept,
-                         gate.probs)
+        result = render_packed(samples.t_starts, samples.t_ends, ri, len(rays), out.rgb,
+                               out.sigma, expert_ids=out.expert_id, background_rgb=background)
+        return _assemble(result, ri, len(rays), out.expert_id, out.gate_value, out.kept,
+                         out.probs)
 
     def _render_front_to_back(self, rays: RayBatch, o_unit, d_unit, image_index, *,
                               stratified: bool, should_stop: Callable[[], bool] | None,
