@@ -43,10 +43,9 @@ def main() -> int:
 
     try:  # build (or load) the tree's native ops before any step is timed
         from switchnerf.ops import load_native
-    except ImportError:
-        pass
-    else:
-        load_native()
+    except ImportError:  # 68ff41e kept them in switchnerf.native
+        from switchnerf.native import load_native
+    load_native()
     cfg = _load_config(load_config, Path(job["config"]), job["sets"])
     run, store = Path(job["run"]), Path(job["store"])
     resume = run.is_dir() and latest_checkpoint(run) is not None
