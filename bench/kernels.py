@@ -7,7 +7,10 @@ Figures (one run):
 * ``march_composite_speedup``: native CPU ray marching + packed weights forward + backward
   vs the torch ``march_rays`` + ``render_weights`` (target >= 5x);
 * ``moe_over_single``: fused encoding of a mixture of 8 heterogeneous experts over the
-  same encoding with one grid of the same levels (target <= 1.2).
+  same encoding with one grid of the same levels (target <= 1.2);
+* ``training_batch``: the fused encoding's forward and backward at a CPU training step's
+  size (512 rays of 18 samples), each call after the caches were emptied, as between
+  training steps (no target: the figure that sparse visits of cold tables move).
 
 Workload (the cpu-demo config): 8 experts, 16 levels, F = 2, log2 T of 15 or 16 per
 expert, ~2^18 samples along random rays through the unit cube, in ray order; each
@@ -151,6 +154,39 @@ def bench_encoding(device: torch.device, n_points: int, repeats: int) -> dict:
     }
 
 
+def bench_training_batch(n_rays: int, per_ray: int, repeats: int) -> dict:
+    """The fused encoding at a CPU training step's size and tables (cpu-demo's fixed-grid
+    baseline: 512 rays of about 18 samples, 8 experts of 16 levels from 16 to 1024 with
+    31,596 rows a hashed level): forward, and backward with its zeroed gradient, each with
+    the caches emptied before the call by streaming 256 MB (as the optimiser's pass over
+    every table row does between steps); median of ``repeats``."""
+    gen = torch.Generator().manual_seed(3)
+    x = ray_samples(n_rays, per_ray, gen)
+    eid = octant(x)
+    specs = [GridSpec(16, 15, max_resolution=1024.0, hashmap_size=31596) for _ in range(8)]
+    levels = LevelTable.for_experts(specs, n_levels=N_LEVELS, n_features=N_FEATURES)
+    table = (torch.rand(levels.n_rows, N_FEATURES, generator=gen) * 2 - 1) * 1e-4
+    meta = [getattr(levels, n).contiguous() for n in ("scale", "resolution", "size", "offset")]
+    grad = torch.randn(x.shape[0], N_LEVELS * N_FEATURES, generator=gen)
+    native = load_native()
+    flush = torch.empty(64 << 20)  # 256 MB
+    fwd, bwd = [], []
+    for k in range(repeats + 1):
+        flush.fill_(float(k))
+        t = time.perf_counter()
+        native.hash_encode_forward(x, table, eid, *meta)
+        t1 = time.perf_counter()
+        flush.fill_(float(k))
+        t2 = time.perf_counter()
+        native.hash_encode_backward(grad, x, eid, *meta, levels.n_rows, N_FEATURES)
+        t3 = time.perf_counter()
+        if k:  # the first call warms the allocator
+            fwd.append(t1 - t)
+            bwd.append(t3 - t2)
+    return {"n_points": int(x.shape[0]), "table_rows": levels.n_rows,
+            "cold_fwd_s": sorted(fwd)[len(fwd) // 2], "cold_bwd_s": sorted(bwd)[len(bwd) // 2]}
+
+
 def bench_march(n_rays: int, repeats: int) -> dict:
     gen = torch.Generator().manual_seed(1)
     grid = OccupancyGrid(64)
@@ -215,6 +251,7 @@ def main() -> None:
                     "threads": torch.get_num_threads(), "torch": torch.__version__},
         "native_load_s": build_s,
         "cpu": {"encoding": bench_encoding(torch.device("cpu"), args.points, args.repeats),
+                "training_batch": bench_training_batch(512, 18, 20 * args.repeats),
                 "march_composite": bench_march(args.rays, args.repeats)},
         "targets": {"encode_speedup_cpu": 5.0, "march_composite_speedup": 5.0,
                     "moe_over_single": 1.2, "encode_speedup_cuda": 20.0},
@@ -234,6 +271,9 @@ def main() -> None:
           f"(target >= 5)")
     print(f"MoE / single grid  fwd+bwd {enc['moe_over_single']:.2f}  fwd "
           f"{enc['moe_over_single_fwd']:.2f} (target <= 1.2)")
+    tb = result["cpu"]["training_batch"]
+    print(f"training batch ({tb['n_points']} samples, caches emptied before each call)  "
+          f"fwd {tb['cold_fwd_s'] * 1e3:.2f} ms   bwd {tb['cold_bwd_s'] * 1e3:.2f} ms")
     print(f"march+composite  reference {mc['reference_s'] * 1e3:8.1f} ms   fused "
           f"{mc['fused_s'] * 1e3:7.1f} ms   speedup {mc['march_composite_speedup']:5.1f}x "
           f"({mc['n_samples']} samples of {mc['n_rays']} rays; target >= 5)")
