@@ -121,27 +121,6 @@ inline bool visits_sparsely(int64_t n_points, const Level& lv) {
   return 2 * n_points < int64_t(lv.size);
 }
 
-// Corner rows and weights of the points order[k] for k in [begin, end), computed kAhead
-// points before their use and their rows prefetched (rw: 0 read, 1 write).
-template <bool HASHED, bool POW2, int RW>
-struct CornerRing {
-  uint32_t idx[kAhead][8];
-  float w[kAhead][8];
-  bool live[kAhead];
-
-  // Corners of point k into its slot when `take`, with its rows prefetched from `base`
-  // (row r at base + r * F floats).
-  template <int F>
-  void fill(const HashEncodeArgs& a, const Level& lv, int64_t i, int64_t k, bool take,
-            const float* base) {
-    const int s = int(k % kAhead);
-    live[s] = take;
-    if (!take) return;
-    corners<HASHED, POW2>(lv, a.x + 3 * i, idx[s], w[s]);
-    for (int c = 0; c < 8; ++c) __builtin_prefetch(base + int64_t(idx[s][c]) * F, RW, 3);
-  }
-};
-
 template <int F>
 inline void gather_corners(const float* tab, const uint32_t idx[8], const float w[8],
                            float* o) {
@@ -171,6 +150,33 @@ inline bool any_nonzero(const float* go) {
   return any;
 }
 
+// Calls use(i, idx, w) for the points i = order[k], k in [begin, end), in order, with
+// their corner rows and weights computed kAhead points before their use and the rows
+// prefetched from `base` (row r at base + r * F floats; rw: 0 read, 1 write). Points for
+// which want(i) is false are skipped.
+template <int F, bool HASHED, bool POW2, int RW, typename Want, typename Use>
+void run_ahead(const HashEncodeArgs& a, const Level& lv, const int64_t* order, int64_t begin,
+               int64_t end, const float* base, Want want, Use use) {
+  uint32_t idx[kAhead][8];
+  float w[kAhead][8];
+  bool live[kAhead];
+  auto at = [&](int64_t k) { return order ? order[k] : k; };
+  auto fill = [&](int64_t k) {
+    const int s = int(k % kAhead);
+    const int64_t i = at(k);
+    live[s] = want(i);
+    if (!live[s]) return;
+    corners<HASHED, POW2>(lv, a.x + 3 * i, idx[s], w[s]);
+    for (int c = 0; c < 8; ++c) __builtin_prefetch(base + int64_t(idx[s][c]) * F, RW, 3);
+  };
+  for (int64_t k = begin; k < std::min(end, begin + kAhead); ++k) fill(k);
+  for (int64_t k = begin; k < end; ++k) {
+    const int s = int(k % kAhead);
+    if (live[s]) use(at(k), idx[s], w[s]);
+    if (k + kAhead < end) fill(k + kAhead);
+  }
+}
+
 template <int F, bool HASHED, bool POW2>
 void forward_run(const HashEncodeArgs& a, const Level& lv, int64_t l, const int64_t* order,
                  int64_t begin, int64_t end, bool sparse, float* out) {
@@ -187,14 +193,11 @@ void forward_run(const HashEncodeArgs& a, const Level& lv, int64_t l, const int6
     }
     return;
   }
-  CornerRing<HASHED, POW2, 0> ring;
-  for (int64_t k = begin; k < std::min(end, begin + kAhead); ++k)
-    ring.template fill<F>(a, lv, at(k), k, true, tab);
-  for (int64_t k = begin; k < end; ++k) {
-    const int s = int(k % kAhead);
-    gather_corners<F>(tab, ring.idx[s], ring.w[s], out + at(k) * stride + l * F);
-    if (k + kAhead < end) ring.template fill<F>(a, lv, at(k + kAhead), k + kAhead, true, tab);
-  }
+  run_ahead<F, HASHED, POW2, 0>(
+      a, lv, order, begin, end, tab, [](int64_t) { return true; },
+      [&](int64_t i, const uint32_t* idx, const float* w) {
+        gather_corners<F>(tab, idx, w, out + i * stride + l * F);
+      });
 }
 
 template <int F, bool HASHED, bool POW2>
@@ -216,17 +219,11 @@ void backward_run(const HashEncodeArgs& a, const Level& lv, int64_t l, const int
     }
     return;
   }
-  CornerRing<HASHED, POW2, 1> ring;
-  auto fill = [&](int64_t k) {
-    const int64_t i = at(k);
-    ring.template fill<F>(a, lv, i, k, any_nonzero<F>(grad_of(i)), gt);
-  };
-  for (int64_t k = begin; k < std::min(end, begin + kAhead); ++k) fill(k);
-  for (int64_t k = begin; k < end; ++k) {
-    const int s = int(k % kAhead);
-    if (ring.live[s]) scatter_corners<F>(gt, ring.idx[s], ring.w[s], grad_of(at(k)));
-    if (k + kAhead < end) fill(k + kAhead);
-  }
+  run_ahead<F, HASHED, POW2, 1>(
+      a, lv, order, begin, end, gt, [&](int64_t i) { return any_nonzero<F>(grad_of(i)); },
+      [&](int64_t i, const uint32_t* idx, const float* w) {
+        scatter_corners<F>(gt, idx, w, grad_of(i));
+      });
 }
 
 // Runs Kernel<F, HASHED, POW2>::run(args...) for the level's variant.
