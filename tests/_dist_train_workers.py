@@ -8,6 +8,23 @@ from pathlib import Path
 import torch
 
 
+def grads_at_optimizer_step(trainer) -> dict[str, torch.Tensor]:
+    """Make ``trainer``'s next optimiser steps record every parameter's gradient as the
+    optimiser sees it (its step consumes the hash tables' gradients); returns the dict it
+    fills, by parameter name."""
+    field = trainer.renderer.field
+    grads: dict[str, torch.Tensor] = {}
+    step = trainer.optimizer.step
+
+    def record_then_step(*args, **kwargs):
+        grads.update({n: p.grad.clone() for n, p in field.named_parameters()
+                      if p.grad is not None})
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = record_then_step
+    return grads
+
+
 def one_step_worker(rank: int, world: int, port: int, out_dir: str, preset: str,
                     sets: list[str], scene: str, store: str, expert_parallel: bool) -> None:
     from _dist_workers import _start
@@ -21,13 +38,14 @@ def one_step_worker(rank: int, world: int, port: int, out_dir: str, preset: str,
     cfg = load_config(preset, sets + [f"distributed.expert_parallel={str(expert_parallel).lower()}"])
     data = prepare_training_data(cfg, Path(scene), Path(store), build=False, progress=False)
     trainer = Trainer(cfg, data, out / "run", progress=False, ctx=ctx)
-    trainer.train_step(next(trainer.stream))
     field = trainer.renderer.field
-    grad = field.expert_table.grad
+    grads = grads_at_optimizer_step(trainer)
+    trainer.train_step(next(trainer.stream))
+    table_name = next(n for n, p in field.named_parameters() if p is field.expert_table)
+    grad = grads.pop(table_name)
     if expert_parallel:
         grad = field.experts.gather_table(grad)
-    dense = {n: p.grad.clone() for n, p in field.named_parameters()
-             if p.grad is not None and p is not field.expert_table}
+    dense = grads
     if rank == 0:
         torch.save({"experts": grad, "dense": dense}, out / "grads.pt")
     trainer.close()

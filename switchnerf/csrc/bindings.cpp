@@ -29,10 +29,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("table"), py::arg("expert_id"), py::arg("scale"),
         py::arg("resolution"), py::arg("size"), py::arg("offset"));
   m.def("hash_encode_backward", &switchnerf::hash_encode_backward,
-        "Hash encoding gradient w.r.t. the table: grad_out [N, L*F] -> [n_rows, n_features]",
+        "Hash encoding gradient w.r.t. the table: grad_out [N, L*F] -> [n_rows, n_features] "
+        "(added to `out` in place when given, else to a fresh zeroed tensor)",
         py::arg("grad_out"), py::arg("x"), py::arg("expert_id"), py::arg("scale"),
         py::arg("resolution"), py::arg("size"), py::arg("offset"), py::arg("n_rows"),
-        py::arg("n_features"));
+        py::arg("n_features"), py::arg("out") = py::none());
   m.def("render_weights_forward", &switchnerf::render_weights_forward,
         "Packed volume-rendering weights: -> (weights, transmittance, alphas) [S]",
         py::arg("t_starts"), py::arg("t_ends"), py::arg("sigmas"), py::arg("ray_indices"),
@@ -83,4 +84,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("last"), py::arg("step_size"), py::arg("bc2_sqrt"), py::arg("base"),
         py::arg("step"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
         py::arg("max_replay"));
+  m.def("adam_dense_step", &switchnerf::adam_dense_step,
+        "Dense Adam step in place (torch's fused CPU Adam without weight decay, bit for bit); "
+        "zero_grad zeroes the gradient in the same pass",
+        py::arg("param"), py::arg("grad"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
+        py::arg("step"), py::arg("lr"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+        py::arg("zero_grad"));
 }

@@ -121,14 +121,23 @@ at::Tensor hash_encode_backward(const at::Tensor& grad_out, const at::Tensor& x,
                                 const c10::optional<at::Tensor>& expert_id,
                                 const at::Tensor& scale, const at::Tensor& resolution,
                                 const at::Tensor& size, const at::Tensor& offset,
-                                int64_t n_rows, int64_t n_features) {
+                                int64_t n_rows, int64_t n_features,
+                                const c10::optional<at::Tensor>& out) {
   const char* op = "hash_encode_backward";
   Checked c = check_inputs(op, x, expert_id, scale, resolution, size, offset, n_rows,
                            n_features);
   check_tensor(grad_out, op, "grad_out", at::kFloat, 2, x.device());
   check_size(grad_out, op, "grad_out", 0, c.args.n_points, "one row per point of x");
   check_size(grad_out, op, "grad_out", 1, c.args.n_levels * n_features, "levels * features");
-  at::Tensor grad_table = at::zeros({n_rows, n_features}, x.options());  // [R, F]
+  at::Tensor grad_table;  // [R, F]
+  if (out.has_value()) {
+    grad_table = *out;
+    check_tensor(grad_table, op, "out", at::kFloat, 2, x.device());
+    check_size(grad_table, op, "out", 0, n_rows, "table rows");
+    check_size(grad_table, op, "out", 1, n_features, "features per level");
+  } else {
+    grad_table = at::zeros({n_rows, n_features}, x.options());
+  }
   if (c.args.n_points == 0 || c.args.n_levels == 0) return grad_table;
   if (c.device.is_cpu()) {
     hash_encode_backward_cpu(c.args, grad_out.data_ptr<float>(), grad_table.data_ptr<float>());

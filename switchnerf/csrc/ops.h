@@ -18,11 +18,14 @@ at::Tensor hash_encode_forward(const at::Tensor& x, const at::Tensor& table,
                                const at::Tensor& size, const at::Tensor& offset);
 
 // Gradient of the hash encoding w.r.t. the table: grad_out [N, L * F] -> [n_rows, F].
+// With `out` ([n_rows, F] float32, contiguous, on x's device) the gradient is added to
+// `out` in place and `out` is returned (no allocation); else a zeroed tensor is allocated.
 at::Tensor hash_encode_backward(const at::Tensor& grad_out, const at::Tensor& x,
                                 const c10::optional<at::Tensor>& expert_id,
                                 const at::Tensor& scale, const at::Tensor& resolution,
                                 const at::Tensor& size, const at::Tensor& offset,
-                                int64_t n_rows, int64_t n_features);
+                                int64_t n_rows, int64_t n_features,
+                                const c10::optional<at::Tensor>& out);
 
 // Packed volume-rendering weights (render_weights.cpp), CPU. Samples of a ray are contiguous and rays
 // appear in ascending order. Returns (weights, transmittance, alphas), each [S].
@@ -103,5 +106,13 @@ int64_t adam_sparse_step(const at::Tensor& param, const c10::optional<at::Tensor
                          const at::Tensor& last, const at::Tensor& step_size,
                          const at::Tensor& bc2_sqrt, int64_t base, int64_t step, double beta1,
                          double beta2, double eps, int64_t max_replay);
+
+// Dense Adam step (adam_dense_cpu.cpp), CPU, in place: param, grad, exp_avg, exp_avg_sq
+// contiguous float32 of equal numel; `step` is the step being taken (1, 2, ...). torch's
+// fused CPU Adam without weight decay, amsgrad or maximize, bit for bit; with `zero_grad`
+// the gradient is zeroed in the same pass.
+void adam_dense_step(const at::Tensor& param, const at::Tensor& grad, const at::Tensor& exp_avg,
+                     const at::Tensor& exp_avg_sq, int64_t step, double lr, double beta1,
+                     double beta2, double eps, bool zero_grad);
 
 }  // namespace switchnerf

@@ -17,13 +17,15 @@ from collections.abc import Callable
 import torch
 from torch.autograd.function import once_differentiable
 
-from switchnerf.ops import load_native
+from switchnerf.ops import load_native, zeroed_grads
 from switchnerf.ops.hash_encode_torch import hash_encode_reference
 from switchnerf.ops.hash_levels import LevelTable
 
 
 class _FusedHashEncode(torch.autograd.Function):
-    """``out = encode(x, table)``; backward gives d out / d table (accumulated per row)."""
+    """``out = encode(x, table)``; backward gives d out / d table (accumulated per row) in a
+    zeroed tensor from :mod:`switchnerf.ops.zeroed_grads` when one of the table's size was
+    given back, else in a fresh one."""
 
     @staticmethod
     def forward(ctx, table, x, expert_id, scale, resolution, size, offset):
@@ -38,9 +40,11 @@ class _FusedHashEncode(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, expert_id, scale, resolution, size, offset = ctx.saved_tensors
         n_rows, n_features = ctx.table_shape
+        # a zeroed gradient the tables' optimiser gave back, if any (no fresh allocation)
+        out = zeroed_grads.take((n_rows, n_features), torch.float32, x.device)
         grad_table = load_native().hash_encode_backward(
             grad_out.float().contiguous(), x, expert_id, scale, resolution, size, offset,
-            n_rows, n_features)  # [R, F]
+            n_rows, n_features, out=out)  # [R, F]
         return grad_table, None, None, None, None, None, None
 
 

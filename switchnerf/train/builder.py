@@ -31,8 +31,8 @@ def build_renderer(cfg: Config, scene, n_images: int, *, device="cpu") -> Render
     return Renderer(field, grid, box, cfg.sampler)
 
 
-def _lazy_tables(tables: list[torch.Tensor]) -> bool:
-    """Whether the hash tables can take the lazy Adam step (the native op, on the CPU)."""
+def _native_tables(tables: list[torch.Tensor]) -> bool:
+    """Whether the hash tables can take a native Adam step (dense or lazy: CPU float32)."""
     if not all(p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous()
                for p in tables):
         return False
@@ -49,6 +49,10 @@ def build_optimizer(cfg: Config, field: SwitchField, *, lazy_tables: bool = Fals
     settings (``model.routing.gate_lr_factor`` != 1 or ``gate_eps`` set), its table and
     MLP are groups 2 and 3, with their own Adam eps, and their learning rate follows groups
     0 and 1 times the factor at every step (a step pre-hook), whatever the schedule sets.
+
+    On the CPU with the native ops, the hash tables of group 0 step through
+    ``NativeTableAdam``'s native dense op (torch's fused Adam bit for bit), which zeroes
+    their gradients as it reads them and recycles the tensors for the next backward.
 
     lazy_tables: on the CPU with the native ops, step the hash tables of group 0 lazily
     (``LazyTableAdam``: only rows with a gradient, each catching up on its skipped steps;
@@ -74,7 +78,8 @@ def build_optimizer(cfg: Config, field: SwitchField, *, lazy_tables: bool = Fals
                            "weight_decay": decay, "eps": eps, "lr_follows": leader,
                            "lr_ratio": rt.gate_lr_factor})
     kwargs = {"betas": (0.9, 0.99), "eps": o.eps}
-    if lazy_tables and _lazy_tables(tables):
+    native = _native_tables(tables)
+    if lazy_tables and native:
         from switchnerf.train.optim import LazyTableAdam, attach_flush
 
         groups[0].update(lazy=True, row_size=cfg.model.experts.n_features_per_level)
@@ -82,6 +87,11 @@ def build_optimizer(cfg: Config, field: SwitchField, *, lazy_tables: bool = Fals
             groups[0]["row_size"] = 1
         opt = LazyTableAdam(groups, fused=True, **kwargs)
         attach_flush(field, opt)
+    elif native:
+        from switchnerf.train.optim import NativeTableAdam
+
+        groups[0]["native"] = True
+        opt = NativeTableAdam(groups, fused=True, **kwargs)
     else:
         try:
             opt = torch.optim.Adam(groups, fused=True, **kwargs)

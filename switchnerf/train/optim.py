@@ -1,5 +1,13 @@
-"""Adam whose hash-table groups update lazily: only rows with a non-zero gradient are
-visited, each catching up on the steps it skipped (``switchnerf.ops.adam_sparse``).
+"""Adam with hash-table groups of its own: :class:`NativeTableAdam` (dense, the default on
+the CPU) and :class:`LazyTableAdam` (only rows with a gradient; an option).
+
+``NativeTableAdam``: the tables' groups step through the native dense op
+(``switchnerf.ops.adam_dense``: torch's fused Adam bit for bit), which zeroes each gradient
+in the pass that reads it; the zeroed tensor goes back to the hash encoding's next backward
+(``switchnerf.ops.zeroed_grads``) instead of a fresh zeroed allocation every step.
+
+``LazyTableAdam``: only rows with a non-zero gradient are visited, each catching up on the
+steps it skipped (``switchnerf.ops.adam_sparse``).
 
 Same results as ``torch.optim.Adam`` (to float32 rounding and the replay bound documented
 in :mod:`switchnerf.ops.adam_sparse`) whenever the table parameters are read after
@@ -24,9 +32,114 @@ import math
 import torch
 from torch import nn
 
+from switchnerf.ops import zeroed_grads
+from switchnerf.ops.adam_dense import adam_dense_step, adam_dense_step_torch
 from switchnerf.ops.adam_sparse import adam_sparse_step, adam_sparse_step_torch, replay_limit
 
-__all__ = ["LazyTableAdam", "attach_flush"]
+__all__ = ["TORCH_ADAM_VECTOR", "LazyTableAdam", "NativeTableAdam", "attach_flush"]
+
+TORCH_ADAM_VECTOR = 16
+"""Values per vector of torch's fused CPU Adam (AVX-512; a multiple of AVX2's 8): its parallel
+chunks are whole vectors, so only the last ``numel % 16`` values take its scalar loop."""
+
+
+class NativeTableAdam(torch.optim.Adam):
+    """``torch.optim.Adam`` whose groups with ``native=True`` (hash tables) step through the
+    native dense op, which zeroes each gradient as it reads it.
+
+    The result equals ``torch.optim.Adam(..., fused=True)`` bit for bit: the native op is
+    torch's vector loop, and the last ``numel % 16`` values of a tensor, which torch's kernel
+    steps in a scalar loop that rounds ``v`` differently, go through torch's own op. The
+    state is Adam's (``step`` a float32 scalar tensor, ``exp_avg``, ``exp_avg_sq``):
+    checkpoints load either way. The one difference: after :meth:`step` a native group's parameters have no
+    gradient (``p.grad is None``, as after ``zero_grad(set_to_none=True)``); their zeroed
+    gradient tensors went back to :mod:`switchnerf.ops.zeroed_grads` for the next backward.
+    As with ``zero_grad(set_to_none=False)``, a reference to such a gradient kept across
+    :meth:`step` sees it zeroed, and later filled by the next backward.
+
+    Args:
+        params: parameter groups as for ``torch.optim.Adam``; a group with ``native`` set
+            must hold contiguous float32 CPU tensors and take no weight decay, amsgrad or
+            maximize.
+        native: use the native op (else its pure-torch twin; same numbers).
+        **kwargs: ``lr``, ``betas``, ``eps``, ``weight_decay``, ``fused``, ``foreach``.
+    """
+
+    def __init__(self, params, *, native: bool = True, **kwargs):
+        super().__init__(params, **kwargs)
+        self._step_fn = adam_dense_step if native else adam_dense_step_torch
+        self._torch_tail = native and hasattr(torch, "_fused_adam_")
+        for g in self.param_groups:
+            g.setdefault("native", False)
+            if not g["native"]:
+                continue
+            if g["weight_decay"] != 0 or g["amsgrad"] or g["maximize"]:
+                raise ValueError("NativeTableAdam: a native group takes no weight decay, "
+                                 "amsgrad or maximize")
+            for p in g["params"]:
+                if p.dtype != torch.float32 or p.device.type != "cpu" or not p.is_contiguous():
+                    raise ValueError(f"NativeTableAdam: a native parameter must be a contiguous "
+                                     f"float32 CPU tensor, got {p.dtype} {tuple(p.shape)} on "
+                                     f"{p.device}")
+
+    def _native_step(self, group: dict, p: torch.Tensor) -> torch.Tensor | None:
+        """Step ``p`` and zero its gradient; returns the gradient tensor when it is now all
+        zeros (None when it was not contiguous: a contiguous copy was read instead)."""
+        st = self.state[p]
+        if "exp_avg" not in st:  # torch.optim.Adam's lazy state, as the fused path makes it
+            st["step"] = torch.zeros((), dtype=torch.float32)
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        st["step"] += 1
+        grad = p.grad if p.grad.is_contiguous() else p.grad.contiguous()
+        beta1, beta2 = group["betas"]
+        lr = group["lr"].item() if torch.is_tensor(group["lr"]) else group["lr"]
+        flat = [t.view(-1) for t in (p.data, grad, st["exp_avg"], st["exp_avg_sq"])]
+        n = flat[0].numel()
+        head = n - n % TORCH_ADAM_VECTOR if self._torch_tail else n
+        self._step_fn(*(t[:head] for t in flat), step=int(st["step"]), lr=lr, beta1=beta1,
+                      beta2=beta2, eps=group["eps"], zero_grad=True)
+        if head < n:  # the last values: torch's own scalar remainder, as fused Adam does
+            torch._fused_adam_([flat[0][head:]], [flat[1][head:]], [flat[2][head:]],
+                               [flat[3][head:]], [], [st["step"]], lr=lr, beta1=beta1,
+                               beta2=beta2, weight_decay=0.0, eps=group["eps"],
+                               amsgrad=False, maximize=False)
+            flat[1][head:].zero_()
+        return grad if grad is p.grad else None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        zeroed = []
+        for g in self.param_groups:
+            if not g["native"]:
+                continue
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("NativeTableAdam: sparse gradients are not supported")
+                done = self._native_step(g, p)
+                if done is not None:
+                    zeroed.append(done)
+                p.grad = None  # also hides it from the plain groups' step below
+        try:
+            super().step()
+        finally:
+            while zeroed:  # a gradient held elsewhere too (a view, an alias) is not taken
+                zeroed_grads.give(zeroed.pop())
+        return loss
+
+    def load_state_dict(self, state_dict) -> None:
+        """Load a state saved by this class or by ``torch.optim.Adam`` (the groups keep
+        this optimiser's ``native`` flag: how to step is not part of the state)."""
+        native = [g["native"] for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for g, flag in zip(self.param_groups, native, strict=True):
+            g["native"] = flag
 
 
 class LazyTableAdam(torch.optim.Adam):

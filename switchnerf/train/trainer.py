@@ -38,6 +38,7 @@ from switchnerf.config import Config
 from switchnerf.errors import SwitchNerfError
 from switchnerf.moe.expert_parallel import dense_parameters
 from switchnerf.moe.routing import balance_loss
+from switchnerf.ops import zeroed_grads
 from switchnerf.train.builder import build_optimizer, build_renderer
 from switchnerf.train.checkpoint import latest_checkpoint, save_checkpoint, sweep_temporary_files
 from switchnerf.train.data import TrainingData
@@ -478,4 +479,7 @@ class Trainer:
                                   "hold the last good weights)")
 
     def close(self) -> None:
+        """Stop the ray stream and free the recycled table gradients (the next run's
+        first backward allocates its own)."""
         self.stream.close()
+        zeroed_grads.clear()
