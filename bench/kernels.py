@@ -10,7 +10,11 @@ Figures (one run):
   same encoding with one grid of the same levels (target <= 1.2);
 * ``training_batch``: the fused encoding's forward and backward at a CPU training step's
   size (512 rays of 18 samples), each call after the caches were emptied, as between
-  training steps (no target: the figure that sparse visits of cold tables move).
+  training steps (no target: the figure that sparse visits of cold tables move);
+* ``table_adam``: one Adam step of cpu-demo's 7.1 M table values with the next step's
+  zeroed gradient: torch's fused Adam plus a fresh ``torch.zeros`` gradient, against the
+  native step that zeroes the gradient it reads (``NativeTableAdam``); caches emptied
+  before each, median (no target).
 
 Workload (the cpu-demo config): 8 experts, 16 levels, F = 2, log2 T of 15 or 16 per
 expert, ~2^18 samples along random rays through the unit cube, in ray order; each
@@ -187,6 +191,42 @@ def bench_training_batch(n_rays: int, per_ray: int, repeats: int) -> dict:
             "cold_fwd_s": sorted(fwd)[len(fwd) // 2], "cold_bwd_s": sorted(bwd)[len(bwd) // 2]}
 
 
+def bench_table_adam(n_values: int, repeats: int) -> dict:
+    """Median seconds of one table Adam step plus the next step's zeroed gradient: torch's
+    fused Adam + ``torch.zeros`` (a fresh gradient every step) against the native dense step
+    that zeroes the gradient in its pass (``adam_dense_step``); 20 % of the gradient values
+    non-zero, caches emptied (256 MB streamed) before each call."""
+    from switchnerf.ops.adam_dense import adam_dense_step
+
+    gen = torch.Generator().manual_seed(5)
+    grad = torch.randn(n_values, generator=gen) * (torch.rand(n_values, generator=gen) < 0.2)
+    ref = torch.nn.Parameter(torch.randn(n_values, generator=gen) * 1e-4)
+    opt = torch.optim.Adam([ref], lr=1e-2, betas=(0.9, 0.99), eps=1e-15, fused=True)
+    p, m, v = ref.detach().clone(), torch.zeros(n_values), torch.zeros(n_values)
+    mine = grad.clone()
+    flush = torch.empty(64 << 20)  # 256 MB
+    torch_s, native_s = [], []
+    for k in range(repeats + 1):
+        ref.grad = grad.clone()
+        flush.fill_(float(k))
+        t = time.perf_counter()
+        opt.step()
+        fresh = torch.zeros(n_values)  # the next step's gradient
+        t1 = time.perf_counter()
+        del fresh
+        mine.copy_(grad)
+        flush.fill_(float(k))
+        t2 = time.perf_counter()
+        adam_dense_step(p, mine, m, v, step=k + 1, lr=1e-2, beta1=0.9, beta2=0.99, eps=1e-15,
+                        zero_grad=True)
+        t3 = time.perf_counter()
+        if k:
+            torch_s.append(t1 - t)
+            native_s.append(t3 - t2)
+    return {"n_values": n_values, "torch_fused_and_zeros_s": sorted(torch_s)[len(torch_s) // 2],
+            "native_zeroing_s": sorted(native_s)[len(native_s) // 2]}
+
+
 def bench_march(n_rays: int, repeats: int) -> dict:
     gen = torch.Generator().manual_seed(1)
     grid = OccupancyGrid(64)
@@ -252,6 +292,7 @@ def main() -> None:
         "native_load_s": build_s,
         "cpu": {"encoding": bench_encoding(torch.device("cpu"), args.points, args.repeats),
                 "training_batch": bench_training_batch(512, 18, 20 * args.repeats),
+                "table_adam": bench_table_adam(7_122_784, 8 * args.repeats),
                 "march_composite": bench_march(args.rays, args.repeats)},
         "targets": {"encode_speedup_cpu": 5.0, "march_composite_speedup": 5.0,
                     "moe_over_single": 1.2, "encode_speedup_cuda": 20.0},
@@ -274,6 +315,10 @@ def main() -> None:
     tb = result["cpu"]["training_batch"]
     print(f"training batch ({tb['n_points']} samples, caches emptied before each call)  "
           f"fwd {tb['cold_fwd_s'] * 1e3:.2f} ms   bwd {tb['cold_bwd_s'] * 1e3:.2f} ms")
+    ta = result["cpu"]["table_adam"]
+    print(f"table Adam ({ta['n_values']} values, caches emptied)  torch fused + fresh zeros "
+          f"{ta['torch_fused_and_zeros_s'] * 1e3:.2f} ms   native, zeroing "
+          f"{ta['native_zeroing_s'] * 1e3:.2f} ms")
     print(f"march+composite  reference {mc['reference_s'] * 1e3:8.1f} ms   fused "
           f"{mc['fused_s'] * 1e3:7.1f} ms   speedup {mc['march_composite_speedup']:5.1f}x "
           f"({mc['n_samples']} samples of {mc['n_rays']} rays; target >= 5)")
