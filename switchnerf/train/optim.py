@@ -43,6 +43,15 @@ TORCH_ADAM_VECTOR = 16
 chunks are whole vectors, so only the last ``numel % 16`` values take its scalar loop."""
 
 
+def _closure_loss(closure):
+    """What ``closure`` returns, evaluated with gradients on (None without a closure), as in
+    torch's optimisers' ``step``."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class NativeTableAdam(torch.optim.Adam):
     """``torch.optim.Adam`` whose groups with ``native=True`` (hash tables) step through the
     native dense op, which zeroes each gradient as it reads it.
@@ -109,10 +118,7 @@ class NativeTableAdam(torch.optim.Adam):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         zeroed = []
         for g in self.param_groups:
             if not g["native"]:
@@ -239,10 +245,7 @@ class LazyTableAdam(torch.optim.Adam):
     # ------------------------------------------------------------------ optimizer API
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         hidden = []
         for g in self._lazy_groups():
             # the learning rate of this step enters the history before the step
