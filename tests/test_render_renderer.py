@@ -289,3 +289,20 @@ def test_colorize_refuses_what_it_cannot_draw():
         colorize(out, "gate_confidence")
     with pytest.raises(ValueError, match="image_size"):
         colorize(RenderOutput(**_per_ray()), "rgb")
+
+
+def test_sample_points_equal_the_torch_expression_and_keep_ray_gradients():
+    from switchnerf.render.renderer import _sample_points
+
+    gen = torch.Generator().manual_seed(3)
+    o, d = torch.rand(40, 3, generator=gen), torch.randn(40, 3, generator=gen)
+    ri = torch.sort(torch.randint(0, 40, (700,), generator=gen))[0]
+    t0 = torch.rand(700, generator=gen)
+    t1 = t0 + 0.01
+    want = o[ri] + (0.5 * (t0 + t1))[:, None] * d[ri]
+    assert torch.equal(_sample_points(o, d, ri, t0, t1), want)
+    o_grad = o.clone().requires_grad_()
+    pts = _sample_points(o_grad, d, ri, t0, t1)
+    pts.sum().backward()
+    assert torch.equal(pts.detach(), want)
+    assert torch.equal(o_grad.grad, torch.bincount(ri, minlength=40)[:, None].float().expand(40, 3))

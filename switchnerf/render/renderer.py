@@ -40,6 +40,17 @@ RENDER_CHUNK = 1 << 17
 FAR_LIMIT = 1e10
 
 
+def _sample_points(o_unit: torch.Tensor, d_unit: torch.Tensor, ray_indices: torch.Tensor,
+                   t_starts: torch.Tensor, t_ends: torch.Tensor) -> torch.Tensor:
+    """Points [M, 3] of packed samples in the unit frame: ``o[r] + 0.5 (t0 + t1) d[r]``
+    (the native ``packed_points`` on the CPU: the same values, one pass; torch's ops where
+    the rays carry gradients)."""
+    if o_unit.requires_grad or d_unit.requires_grad:
+        t_mid = 0.5 * (t_starts + t_ends)
+        return o_unit[ray_indices] + t_mid[:, None] * d_unit[ray_indices]
+    return packed_points(o_unit, d_unit, ray_indices, t_starts, t_ends,
+                         torch.arange(len(ray_indices), device=ray_indices.device))
+
 class Camera(Protocol):
     """A pinhole camera as the renderer reads it (``PathCamera`` and ``ImageRecord`` are).
 
@@ -163,8 +174,7 @@ class Renderer:
         density_calls = []
 
         def sigma_fn(t_starts, t_ends, ray_indices):
-            t_mid = 0.5 * (t_starts + t_ends)
-            pts = o_unit[ray_indices] + t_mid[:, None] * d_unit[ray_indices]
+            pts = _sample_points(o_unit, d_unit, ray_indices, t_starts, t_ends)
             density_calls.append(len(pts))
             return field.density(pts)
 
@@ -179,8 +189,7 @@ class Renderer:
                 # the pruning pass once, also when its rays marched no sample
                 field.density(o_unit.new_zeros((0, 3)))
         ri = samples.ray_indices
-        t_mid = 0.5 * (samples.t_starts + samples.t_ends)
-        pts = o_unit[ri] + t_mid[:, None] * d_unit[ri]
+        pts = _sample_points(o_unit, d_unit, ri, samples.t_starts, samples.t_ends)
         out = field(pts, rays.directions[ri], None if image_index is None else image_index[ri])
         background = field.background(rays.directions) if field.background is not None else None
         result = render_packed(samples.t_starts, samples.t_ends, ri, len(rays), out.rgb,
