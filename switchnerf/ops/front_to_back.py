@@ -137,9 +137,11 @@ def packed_points_torch(origins: Tensor, dirs: Tensor, ray_indices: Tensor, t_st
 
 def packed_points(origins: Tensor, dirs: Tensor, ray_indices: Tensor, t_starts: Tensor,
                   t_ends: Tensor, idx: Tensor) -> Tensor:
-    """:func:`packed_points_torch` in one native pass on CPU tensors when it is built."""
+    """:func:`packed_points_torch` in one native pass on CPU tensors when it is built (the
+    twin where origins or dirs need a gradient: the native pass gives none)."""
     if (origins.device.type == "cpu" and origins.dtype == torch.float32
-            and dirs.dtype == torch.float32 and native_available()):
+            and dirs.dtype == torch.float32 and not origins.requires_grad
+            and not dirs.requires_grad and native_available()):
         return load_native().packed_points(origins.contiguous(), dirs.contiguous(),
                                            ray_indices.contiguous(), t_starts.contiguous(),
                                            t_ends.contiguous(), idx.contiguous())

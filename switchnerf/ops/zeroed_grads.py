@@ -16,6 +16,7 @@ The pool keeps at most :data:`MAX_PER_KEY` tensors of one (size, dtype, device).
 
 from __future__ import annotations
 
+import math
 import threading
 
 import torch
@@ -33,7 +34,7 @@ def _key(numel: int, dtype: torch.dtype, device: torch.device) -> tuple:
     return (int(numel), dtype, torch.device(device))
 
 
-def sole_owner(t: torch.Tensor) -> bool:
+def _sole_owner(t: torch.Tensor) -> bool:
     """Whether ``t`` is the only tensor on its storage (no view or alias of it elsewhere).
     False when torch does not expose the storage's use count (nothing is then recycled)."""
     try:
@@ -49,7 +50,7 @@ def sole_owner(t: torch.Tensor) -> bool:
 def give(t: torch.Tensor) -> bool:
     """Offer ``t`` (all zeros, contiguous, no other reference to its storage) to the next
     :func:`take` of its size; returns whether it was kept."""
-    if t.is_sparse or not sole_owner(t):
+    if t.is_sparse or not _sole_owner(t):
         return False
     with _lock:
         bucket = _pool.setdefault(_key(t.numel(), t.dtype, t.device), [])
@@ -62,11 +63,8 @@ def give(t: torch.Tensor) -> bool:
 def take(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
          ) -> torch.Tensor | None:
     """A zeroed contiguous tensor of ``shape`` given back earlier, or None (allocate one)."""
-    numel = 1
-    for s in shape:
-        numel *= int(s)
     with _lock:
-        bucket = _pool.get(_key(numel, dtype, device))
+        bucket = _pool.get(_key(math.prod(shape), dtype, device))
         if not bucket:
             return None
         return bucket.pop().view(shape)

@@ -43,13 +43,10 @@ FAR_LIMIT = 1e10
 def _sample_points(o_unit: torch.Tensor, d_unit: torch.Tensor, ray_indices: torch.Tensor,
                    t_starts: torch.Tensor, t_ends: torch.Tensor) -> torch.Tensor:
     """Points [M, 3] of packed samples in the unit frame: ``o[r] + 0.5 (t0 + t1) d[r]``
-    (the native ``packed_points`` on the CPU: the same values, one pass; torch's ops where
-    the rays carry gradients)."""
-    if o_unit.requires_grad or d_unit.requires_grad:
-        t_mid = 0.5 * (t_starts + t_ends)
-        return o_unit[ray_indices] + t_mid[:, None] * d_unit[ray_indices]
+    (``packed_points`` of every sample: one native pass on the CPU)."""
     return packed_points(o_unit, d_unit, ray_indices, t_starts, t_ends,
                          torch.arange(len(ray_indices), device=ray_indices.device))
+
 
 class Camera(Protocol):
     """A pinhole camera as the renderer reads it (``PathCamera`` and ``ImageRecord`` are).

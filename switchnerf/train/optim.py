@@ -43,6 +43,17 @@ TORCH_ADAM_VECTOR = 16
 chunks are whole vectors, so only the last ``numel % 16`` values take its scalar loop."""
 
 
+def _check_table_group(owner: str, kind: str, group: dict) -> None:
+    """Raise ValueError unless ``group`` (a table group of ``owner``) takes no weight decay,
+    amsgrad or maximize and holds contiguous float32 CPU tensors only."""
+    if group["weight_decay"] != 0 or group["amsgrad"] or group["maximize"]:
+        raise ValueError(f"{owner}: a {kind} group takes no weight decay, amsgrad or maximize")
+    for p in group["params"]:
+        if p.dtype != torch.float32 or p.device.type != "cpu" or not p.is_contiguous():
+            raise ValueError(f"{owner}: a {kind} parameter must be a contiguous float32 CPU "
+                             f"tensor, got {p.dtype} {tuple(p.shape)} on {p.device}")
+
+
 def _closure_loss(closure):
     """What ``closure`` returns, evaluated with gradients on (None without a closure), as in
     torch's optimisers' ``step``."""
@@ -60,9 +71,10 @@ class NativeTableAdam(torch.optim.Adam):
     torch's vector loop, and the last ``numel % 16`` values of a tensor, which torch's kernel
     steps in a scalar loop that rounds ``v`` differently, go through torch's own op. The
     state is Adam's (``step`` a float32 scalar tensor, ``exp_avg``, ``exp_avg_sq``):
-    checkpoints load either way. The one difference: after :meth:`step` a native group's parameters have no
-    gradient (``p.grad is None``, as after ``zero_grad(set_to_none=True)``); their zeroed
-    gradient tensors went back to :mod:`switchnerf.ops.zeroed_grads` for the next backward.
+    checkpoints load either way. The one difference: after :meth:`step` a native group's
+    parameters have no gradient (``p.grad is None``, as after
+    ``zero_grad(set_to_none=True)``); their zeroed gradient tensors went back to
+    :mod:`switchnerf.ops.zeroed_grads` for the next backward.
     As with ``zero_grad(set_to_none=False)``, a reference to such a gradient kept across
     :meth:`step` sees it zeroed, and later filled by the next backward.
 
@@ -79,17 +91,8 @@ class NativeTableAdam(torch.optim.Adam):
         self._step_fn = adam_dense_step if native else adam_dense_step_torch
         self._torch_tail = native and hasattr(torch, "_fused_adam_")
         for g in self.param_groups:
-            g.setdefault("native", False)
-            if not g["native"]:
-                continue
-            if g["weight_decay"] != 0 or g["amsgrad"] or g["maximize"]:
-                raise ValueError("NativeTableAdam: a native group takes no weight decay, "
-                                 "amsgrad or maximize")
-            for p in g["params"]:
-                if p.dtype != torch.float32 or p.device.type != "cpu" or not p.is_contiguous():
-                    raise ValueError(f"NativeTableAdam: a native parameter must be a contiguous "
-                                     f"float32 CPU tensor, got {p.dtype} {tuple(p.shape)} on "
-                                     f"{p.device}")
+            if g.setdefault("native", False):
+                _check_table_group("NativeTableAdam", "native", g)
 
     def _native_step(self, group: dict, p: torch.Tensor) -> torch.Tensor | None:
         """Step ``p`` and zero its gradient; returns the gradient tensor when it is now all
@@ -166,18 +169,13 @@ class LazyTableAdam(torch.optim.Adam):
         for g in self.param_groups:
             g.setdefault("lazy", False)
             if g["lazy"]:
-                if g["weight_decay"] != 0 or g["amsgrad"] or g["maximize"]:
-                    raise ValueError("LazyTableAdam: a lazy group takes no weight decay, "
-                                     "amsgrad or maximize")
+                _check_table_group("LazyTableAdam", "lazy", g)
                 g.setdefault("row_size", 2)
                 for p in g["params"]:
                     self._max_replay[p] = replay_limit(*g["betas"])
-                    if (p.dtype != torch.float32 or p.device.type != "cpu"
-                            or not p.is_contiguous() or p.numel() % g["row_size"] != 0):
-                        raise ValueError(f"LazyTableAdam: a lazy parameter must be a contiguous "
-                                         f"float32 CPU tensor of whole rows of "
-                                         f"{g['row_size']}, got {p.dtype} {tuple(p.shape)} "
-                                         f"on {p.device}")
+                    if p.numel() % g["row_size"] != 0:
+                        raise ValueError(f"LazyTableAdam: a lazy parameter must hold whole rows "
+                                         f"of {g['row_size']} values, got {tuple(p.shape)}")
 
     # ------------------------------------------------------------------ lazy state
     def _lazy_groups(self):
